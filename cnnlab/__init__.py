@@ -1,0 +1,44 @@
+"""cnnlab: a laboratory for the classic convolutional networks.
+
+The flat API mirrors the CLI::
+
+    import cnnlab
+    model = cnnlab.create_model("vgg16", num_classes=10)
+    print(cnnlab.summarize("resnet18").totals)
+    run = cnnlab.train(cnnlab.TrainConfig(model="lenet", data="digits"))
+
+Attributes are imported lazily, so ``import cnnlab`` (and ``cnnlab --help``) does not pay
+for importing torch.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "create_model": "cnnlab.models",
+    "list_models": "cnnlab.models",
+    "model_spec": "cnnlab.models",
+    "summarize": "cnnlab.summary",
+    "TrainConfig": "cnnlab.train",
+    "train": "cnnlab.train",
+    "evaluate": "cnnlab.evaluate",
+    "load_dataset": "cnnlab.data",
+    "Run": "cnnlab.runs",
+    "list_runs": "cnnlab.runs",
+    "compare_runs": "cnnlab.compare",
+    "plot_runs": "cnnlab.plots",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name):
+    if name not in _API:
+        raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+    return getattr(import_module(_API[name]), name)
+
+
+def __dir__():
+    return __all__

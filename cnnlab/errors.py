@@ -1,0 +1,60 @@
+"""The errors cnnlab reports to a user as one line, each with its exit code.
+
+Anything a user can get wrong (a model name, an input size, a data set, a run directory, a
+checkpoint) raises a subclass of CnnlabError; the CLI prints ``error: <message>`` and exits
+with ``exit_code``. Any other exception is a bug and keeps its traceback.
+"""
+
+
+class CnnlabError(Exception):
+    """A problem with the user's request, reported as one line."""
+
+    exit_code = 1
+
+
+class UsageError(CnnlabError):
+    """A malformed option value (same exit code as a command-line usage error)."""
+
+    exit_code = 2
+
+
+class UnknownModel(CnnlabError):
+    pass
+
+
+class InputTooSmall(CnnlabError):
+    pass
+
+
+class UnknownDataset(CnnlabError):
+    pass
+
+
+class DataMissing(CnnlabError):
+    pass
+
+
+class DeviceUnavailable(CnnlabError):
+    pass
+
+
+class NotARun(CnnlabError):
+    pass
+
+
+class RunExists(CnnlabError):
+    pass
+
+
+class BadCheckpoint(CnnlabError):
+    pass
+
+
+class TrainingDiverged(CnnlabError):
+    pass
+
+
+class TrainingInterrupted(CnnlabError):
+    """Ctrl-C during training: finished epochs are on disk and the run can resume."""
+
+    exit_code = 130

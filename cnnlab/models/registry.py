@@ -1,0 +1,138 @@
+"""Model registry: a name maps to a one-line builder plus what a user needs to know about it.
+
+Builders are registered with a decorator in their family's module::
+
+    @register_model(family="VGG", year=2014, input_size=(3, 224, 224))
+    def vgg16(in_channels=3, num_classes=1000, **kwargs):
+        return VGG(cfgs["D"], in_channels, num_classes, **kwargs)
+
+Every builder takes ``in_channels`` and ``num_classes``. ``torchvision:<name>`` builds any
+torchvision classification model (random weights) through the same ``create_model``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from cnnlab.errors import UnknownModel
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about a model before building it."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str
+    year: int
+    input_size: tuple[int, int, int]  # natural (channels, height, width)
+    num_classes: int  # natural number of classes (1000 for ImageNet models)
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(family: str, year: int, input_size=(3, 224, 224), num_classes: int = 1000):
+    """Register the decorated builder under its function name."""
+
+    def decorator(builder):
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            builder=builder,
+            family=family,
+            year=year,
+            input_size=tuple(input_size),
+            num_classes=num_classes,
+            description=doc[0] if doc else "",
+        )
+        return builder
+
+    return decorator
+
+
+def _natural_key(name: str):
+    """Sort resnet18 before resnet101: digits compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern, in natural order."""
+    return sorted(fnmatch.filter(_REGISTRY, pattern), key=_natural_key)
+
+
+def _unknown(name: str, candidates) -> UnknownModel:
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; run 'cnnlab models' for the list"
+    return UnknownModel(f"unknown model {name!r}{hint}")
+
+
+def _torchvision_names() -> list[str]:
+    from torchvision import models as tv_models
+
+    return tv_models.list_models(module=tv_models)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry for ``name`` (``torchvision:<name>`` included)."""
+    if name.startswith(TORCHVISION_PREFIX):
+        tv_name = name[len(TORCHVISION_PREFIX):]
+        if tv_name not in _torchvision_names():
+            raise _unknown(tv_name, _torchvision_names())
+        side = 299 if tv_name == "inception_v3" else 224
+        return ModelSpec(name, _torchvision_builder(tv_name), "torchvision", 0, (3, side, side), 1000,
+                         f"torchvision.models.{tv_name}, random weights")
+    if name not in _REGISTRY:
+        raise _unknown(name, _REGISTRY)
+    return _REGISTRY[name]
+
+
+def create_model(name: str, in_channels: int | None = None, num_classes: int | None = None,
+                 **kwargs) -> nn.Module:
+    """Build a registered model; channels and classes default to the model's natural ones."""
+    spec = model_spec(name)
+    return spec.builder(
+        in_channels=spec.input_size[0] if in_channels is None else in_channels,
+        num_classes=spec.num_classes if num_classes is None else num_classes,
+        **kwargs,
+    )
+
+
+def _torchvision_builder(tv_name: str):
+    def build(in_channels=3, num_classes=1000, **kwargs):
+        from torchvision import models as tv_models
+
+        if tv_name in ("googlenet", "inception_v3"):
+            kwargs.setdefault("aux_logits", False)
+            kwargs.setdefault("init_weights", True)
+        model = tv_models.get_model(tv_name, weights=None, num_classes=num_classes, **kwargs)
+        if in_channels != 3:
+            _replace_first_conv(model, in_channels)
+        return model
+
+    return build
+
+
+def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
+    """torchvision models take 3 channels; swap the stem convolution for another count."""
+    for qualified_name, module in model.named_modules():  # pre-order: the stem comes first
+        if isinstance(module, nn.Conv2d):
+            parent_name, _, child_name = qualified_name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child_name, nn.Conv2d(
+                in_channels, module.out_channels, module.kernel_size, module.stride,
+                module.padding, module.dilation, module.groups, module.bias is not None,
+                module.padding_mode))
+            return
+    raise ValueError("model has no Conv2d whose input channels could be changed")

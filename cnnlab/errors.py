@@ -26,6 +26,10 @@ class InputTooSmall(CnnlabError):
     pass
 
 
+class InputSizeMismatch(CnnlabError):
+    """The input has a size the model cannot take (e.g. a fixed-size linear layer)."""
+
+
 class UnknownDataset(CnnlabError):
     pass
 

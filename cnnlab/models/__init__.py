@@ -1,6 +1,10 @@
 """The model zoo. Importing this package registers every family's builders."""
 
-from cnnlab.models import lenet, mlp  # noqa: F401  (registers the builders)
+from cnnlab.models import (  # noqa: F401  (each module registers its builders)
+    alexnet, densenet, googlenet, lenet, mlp, mnist_nets, nin, resnet, vgg, zfnet,
+)
+from cnnlab.models.catalog import ModelInfo, describe_models, parameter_count
 from cnnlab.models.registry import ModelSpec, create_model, list_models, model_spec, register_model
 
-__all__ = ["ModelSpec", "create_model", "list_models", "model_spec", "register_model"]
+__all__ = ["ModelInfo", "ModelSpec", "create_model", "describe_models", "list_models", "model_spec",
+           "parameter_count", "register_model"]

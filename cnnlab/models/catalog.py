@@ -1,0 +1,49 @@
+"""The zoo as records, one per registered model: what ``cnnlab models`` lists.
+
+Measuring happens here; the CLI only renders. Models are built on the meta device (shapes,
+no memory), so listing the whole zoo takes about a second.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnlab.errors import UnknownModel
+from cnnlab.models.registry import create_model, list_models, model_spec
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str
+    year: int
+    params: int  # at the natural input channels and number of classes
+    input_size: tuple[int, int, int]  # natural (channels, height, width)
+    num_classes: int
+    description: str
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Trainable and frozen parameters, each shared tensor once."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def describe_models(pattern: str = "*") -> list[ModelInfo]:
+    """One record per registered model whose name matches the shell-style ``pattern``."""
+    names = list_models(pattern)
+    if not names:
+        close = difflib.get_close_matches(pattern, list_models(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModel(f"no model matches {pattern!r}{hint} (patterns are shell-style, e.g. 'resnet*')")
+    records = []
+    for name in names:
+        spec = model_spec(name)
+        with torch.device("meta"):
+            params = parameter_count(create_model(name))
+        records.append(ModelInfo(name, spec.family, spec.year, params, spec.input_size,
+                                 spec.num_classes, spec.description))
+    return records

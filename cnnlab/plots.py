@@ -1,0 +1,220 @@
+"""Figures of runs: training curves, and accuracy against model cost.
+
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no GUI backend), so they
+work on a headless machine whatever MPLBACKEND says; only ``show=True`` goes through pyplot
+to open a window. The file format follows the extension of ``out`` (png, svg or pdf), and the
+figure size is fixed by the number of panels: PANEL_INCHES per panel, side by side, at
+``dpi`` dots per inch (a PNG of 2 panels at dpi 150 is 1350 x 600 pixels).
+
+Colour tells the runs apart, line style the split (training dashed, validation solid), and a
+star marks each run's best validation accuracy. Runs still in progress plot the epochs they
+have finished.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterable
+
+from cnnlab.compare import LoadedRun, ProblemHandler, efficiency_frontier, load_runs
+from cnnlab.errors import UsageError
+
+PANEL_INCHES = (4.5, 4.0)  # width, height of one panel, legend included
+DEFAULT_DPI = 150
+IMAGE_FORMATS = ("png", "svg", "pdf")
+SPLIT_STYLES = {"train": ("--", "training"), "val": ("-", "validation")}
+BEST_MARKER = dict(marker="*", markersize=12, markeredgecolor="black", markeredgewidth=0.6,
+                   linestyle="none", zorder=5)
+EFFICIENCY_SUFFIX = "_efficiency"
+
+
+def run_colour(position: int) -> str:
+    """The colour of the run at ``position``; the same in every figure of one command."""
+    return f"C{position % 10}"
+
+
+def image_format(out: Path) -> str:
+    fmt = Path(out).suffix.lower().lstrip(".")
+    if fmt not in IMAGE_FORMATS:
+        raise UsageError(f"cannot tell the image format of {str(out)!r}: "
+                         f"end the file name with .{', .'.join(IMAGE_FORMATS)}")
+    return fmt
+
+
+def default_plot_path(runs: list) -> Path:
+    """plot.png inside a single run; for several, plot.png in the directory that holds them."""
+    paths = [Path(getattr(run, "path", run)) for run in runs]
+    if len(paths) == 1:
+        return paths[0] / "plot.png"
+    try:
+        parent = os.path.commonpath([path.parent for path in paths])
+    except ValueError:  # absolute and relative paths mixed
+        parent = ""
+    return Path(parent or ".") / "plot.png"
+
+
+def efficiency_path(out) -> Path:
+    """Where ``compare --plot FILE`` puts its second figure: FILE_efficiency.<ext>."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}{EFFICIENCY_SUFFIX}{out.suffix}")
+
+
+def new_figure(panels: int, dpi: int, show: bool = False):
+    """A figure of ``panels`` side by side; on the Agg canvas unless it is to be shown."""
+    figsize = (PANEL_INCHES[0] * panels, PANEL_INCHES[1])
+    if show:
+        import matplotlib.pyplot as plt
+
+        figure = plt.figure(figsize=figsize, dpi=dpi, layout="constrained")
+    else:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+        FigureCanvasAgg(figure)
+    return figure, figure.subplots(1, panels, squeeze=False)[0]
+
+
+def save_figure(figure, out: Path, dpi: int, show: bool) -> Path:
+    out = Path(out)
+    fmt = image_format(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, format=fmt, dpi=dpi)
+    if show:
+        import matplotlib.pyplot as plt
+
+        plt.show()
+    return out
+
+
+def _lr_changes(loaded: list[LoadedRun]) -> bool:
+    return any("lr" in run.metrics and run.metrics["lr"].nunique() > 1 for run in loaded)
+
+
+def _draw_run(axes: dict, loaded: LoadedRun, colour: str, splits) -> None:
+    metrics = loaded.metrics
+    epochs = metrics["epoch"]
+    # a run with one finished epoch is a point, not a line: give it a marker
+    marker = "o" if len(metrics) == 1 else None
+    for split in splits:
+        style = SPLIT_STYLES[split][0]
+        for panel, quantity in (("loss", "loss"), ("accuracy", "acc")):
+            column = f"{split}_{quantity}"
+            if column in metrics:
+                axes[panel].plot(epochs, metrics[column], linestyle=style, marker=marker,
+                                 color=colour)
+    best = loaded.best_epoch_index
+    if "val" in splits and best is not None:
+        best_epoch = metrics.at[best, "epoch"]
+        axes["accuracy"].plot([best_epoch], [metrics.at[best, "val_acc"]], color=colour,
+                              **BEST_MARKER)
+        if "val_loss" in metrics:
+            axes["loss"].plot([best_epoch], [metrics.at[best, "val_loss"]], color=colour,
+                              **BEST_MARKER)
+    if "lr" in axes and "lr" in metrics:
+        axes["lr"].plot(epochs, metrics["lr"], marker=marker, color=colour)
+
+
+def _legend(figure, names: list[str], splits, marked_best: bool) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=run_colour(i), label=name) for i, name in enumerate(names)]
+    if len(splits) > 1:
+        handles += [Line2D([], [], color="0.3", linestyle=SPLIT_STYLES[s][0],
+                           label=SPLIT_STYLES[s][1]) for s in splits]
+    if marked_best:
+        handles.append(Line2D([], [], color="0.6", label="best val acc", **BEST_MARKER))
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
+                  fontsize="small", frameon=False)
+
+
+def plot_runs(runs: Iterable, out=None, *, splits=("train", "val"), lr: bool | None = None,
+              dpi: int = DEFAULT_DPI, show: bool = False, title: str | None = None,
+              on_problem: ProblemHandler | None = None) -> Path:
+    """Draw loss and accuracy over epochs for each run (and the learning rate when ``lr``
+    is True; None means: when it changes during some run). Returns the file written.
+
+    ``out`` defaults to ``default_plot_path(runs)``; its extension picks png, svg or pdf.
+    Runs that cannot be read are reported through ``on_problem`` and left out.
+    """
+    runs = list(runs)
+    out = Path(out) if out is not None else default_plot_path(runs)
+    image_format(out)  # refuse a bad extension before reading anything
+    loaded = load_runs(runs, on_problem)
+    show_lr = _lr_changes(loaded) if lr is None else lr
+    panels = ["loss", "accuracy"] + (["lr"] if show_lr else [])
+    figure, axes_row = new_figure(len(panels), dpi, show)
+    axes = dict(zip(panels, axes_row))
+    for position, run in enumerate(loaded):
+        _draw_run(axes, run, run_colour(position), splits)
+
+    from matplotlib.ticker import MaxNLocator
+
+    labels = {"loss": "loss", "accuracy": "accuracy", "lr": "learning rate"}
+    for panel, ax in axes.items():
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(labels[panel])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    if "lr" in axes and _spans_decades(loaded):
+        axes["lr"].set_yscale("log")
+    if title is None and len(loaded) == 1:
+        config = loaded[0].config
+        title = f"{loaded[0].name}: {config.get('model', '?')} on {config.get('data', '?')}"
+    if title:
+        figure.suptitle(title)
+    marked_best = "val" in splits and any(run.best_epoch_index is not None for run in loaded)
+    _legend(figure, [run.name for run in loaded], splits, marked_best)
+    return save_figure(figure, out, dpi, show)
+
+
+def _spans_decades(loaded: list[LoadedRun]) -> bool:
+    """A learning rate that falls by 10x or more reads better on a log axis."""
+    rates = [value for run in loaded if "lr" in run.metrics
+             for value in run.metrics["lr"].dropna() if value > 0]
+    return bool(rates) and max(rates) / min(rates) >= 10
+
+
+def plot_efficiency(table, out, *, dpi: int = DEFAULT_DPI, show: bool = False) -> Path:
+    """Each run's best validation accuracy against its MACs and its parameters (log axes),
+    labelled by model, with the efficiency frontier drawn through the runs no other run
+    beats on both cost and accuracy. ``table`` is a frame from ``compare_runs``."""
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+    figure, (macs_ax, params_ax) = new_figure(2, dpi, show)
+    models = table["model"].astype(str)
+    # label by model; by run name where several runs share one model
+    labels = [run if (models == model).sum() > 1 else model
+              for run, model in zip(table["name"], models)]
+    for ax, column, label in ((macs_ax, "macs", "MACs per image"),
+                              (params_ax, "params", "parameters")):
+        costs = table[column].astype("float64").tolist()  # a blank count becomes NaN
+        accuracies = table["best_val_acc"].astype("float64").tolist()
+        drawn = [i for i, (c, a) in enumerate(zip(costs, accuracies))
+                 if not (math.isnan(c) or math.isnan(a))]
+        for i in drawn:
+            ax.plot([costs[i]], [accuracies[i]], "o", color=run_colour(i), markersize=7)
+            ax.annotate(labels[i], (costs[i], accuracies[i]),
+                        textcoords="offset points", xytext=(5, 4), fontsize="small")
+        frontier = efficiency_frontier(costs, accuracies)
+        if len(frontier) > 1:
+            ax.plot([costs[i] for i in frontier], [accuracies[i] for i in frontier],
+                    color="0.5", linestyle=":", zorder=0, label="efficiency frontier")
+            ax.legend(loc="lower right", fontsize="small")
+        if drawn:
+            ax.set_xscale("log")
+            # 200k, 500k, 1M ...: readable at any span, where matplotlib's 2x10^5 overlap
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.margins(x=0.12, y=0.08)  # room for the labels right of the last points
+        else:
+            ax.text(0.5, 0.5, f"no run has a {column} count", transform=ax.transAxes,
+                    ha="center", va="center", color="0.4")
+        ax.set_xlabel(f"{label} (log scale)" if drawn else label)
+        ax.set_ylabel("best validation accuracy")
+        ax.grid(alpha=0.3, which="both")
+    figure.suptitle("accuracy against cost")
+    return save_figure(figure, out, dpi, show)

@@ -166,17 +166,11 @@ INTEGER_COLUMNS = ["epochs", "epochs_planned", "best_epoch", "params", "macs"]
 
 @functools.lru_cache(maxsize=None)
 def _counted_stats(model_name: str, input_size: tuple, num_classes) -> tuple[int, int]:
-    """Params and MACs counted the way ``cnnlab train`` records them, on the meta device
-    (no weights are allocated, so VGG costs no more than LeNet)."""
-    import torch
-
-    from cnnlab.models import create_model
+    """Params and MACs counted the way ``cnnlab train`` records them (summarize builds the
+    model without initialising its weights, so VGG costs no more than LeNet)."""
     from cnnlab.summary import summarize
 
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    with torch.device("meta"):
-        model = create_model(model_name, in_channels=input_size[0], **kwargs)
-    totals = summarize(model, input_size=input_size).totals
+    totals = summarize(model_name, input_size=input_size, num_classes=num_classes).totals
     return int(totals.params), int(totals.macs)
 
 

@@ -4,7 +4,9 @@ from cnnlab.models import (  # noqa: F401  (each module registers its builders)
     alexnet, densenet, googlenet, lenet, mlp, mnist_nets, nin, resnet, vgg, zfnet,
 )
 from cnnlab.models.catalog import ModelInfo, describe_models, parameter_count
-from cnnlab.models.registry import ModelSpec, create_model, list_models, model_spec, register_model
+from cnnlab.models.registry import (
+    ModelSpec, create_model, list_models, model_spec, register_model, uninitialized,
+)
 
 __all__ = ["ModelInfo", "ModelSpec", "create_model", "describe_models", "list_models", "model_spec",
-           "parameter_count", "register_model"]
+           "parameter_count", "register_model", "uninitialized"]

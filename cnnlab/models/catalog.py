@@ -9,11 +9,10 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from cnnlab.errors import UnknownModel
-from cnnlab.models.registry import create_model, list_models, model_spec
+from cnnlab.models.registry import create_model, list_models, model_spec, uninitialized
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ def describe_models(pattern: str = "*") -> list[ModelInfo]:
     records = []
     for name in names:
         spec = model_spec(name)
-        with torch.device("meta"):
+        with uninitialized():  # allocated but never written: counting needs no values
             params = parameter_count(create_model(name))
         records.append(ModelInfo(name, spec.family, spec.year, params, spec.input_size,
                                  spec.num_classes, spec.description))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -136,3 +137,23 @@ def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
                 module.padding_mode))
             return
     raise ValueError("model has no Conv2d whose input channels could be changed")
+
+
+@contextmanager
+def uninitialized():
+    """Build models whose weights are never read: torch.nn.init's in-place initializers do
+    nothing inside this block, so a model's parameters keep whatever memory they were given.
+    (Patches torch.nn.init for the duration; not for use from several threads at once.)"""
+    initializers = {name: function for name, function in vars(nn.init).items()
+                    if name.endswith("_") and not name.startswith("_") and callable(function)}
+    for name in initializers:
+        setattr(nn.init, name, _leave_as_is)
+    try:
+        yield
+    finally:
+        for name, function in initializers.items():
+            setattr(nn.init, name, function)
+
+
+def _leave_as_is(tensor, *args, **kwargs):
+    return tensor

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnnlab.errors import InputSizeMismatch, InputTooSmall, UsageError
-from cnnlab.models import create_model, model_spec
+from cnnlab.models import create_model, model_spec, uninitialized
 from cnnlab.summary.counts import count_macs, count_parameters
-from cnnlab.summary.graph import Container, Recorder, StepFailed, uninitialized
+from cnnlab.summary.graph import Container, Recorder, StepFailed
 from cnnlab.summary.receptive import Window, receptive_fields
 from cnnlab.summary.report import render_table, to_csv, to_json, to_text
 

@@ -3,7 +3,7 @@
 torch.fx traces the forward pass into a graph, so branches, skip connections and concatenations
 are explicit edges instead of guesses from module order. The graph then runs on an empty batch
 (zero images): every operation checks and computes its output shape, none does arithmetic, and
-the weights (built without initialization, see ``uninitialized``) are never read. Code that
+the weights (built without initialization, see ``cnnlab.models.uninitialized``) are never read. Code that
 cannot run on an empty batch, such as ``x.view(x.size(0), -1)``, runs instead on the meta
 device with one image (meta tensors have a shape and no data; their first use costs about two
 seconds of imports inside torch, which is why they are not the first choice). A model fx cannot
@@ -93,26 +93,6 @@ def to_meta(model: nn.Module) -> nn.Module:
                 meta = nn.Parameter(meta, requires_grad=tensor.requires_grad)
             memo[id(tensor)] = meta
     return copy.deepcopy(model, memo)
-
-
-@contextmanager
-def uninitialized():
-    """Build models whose weights are never read: torch.nn.init's in-place initializers do
-    nothing inside this block, so a model's parameters keep whatever memory they were given.
-    (Patches torch.nn.init for the duration; not for use from several threads at once.)"""
-    initializers = {name: function for name, function in vars(nn.init).items()
-                    if name.endswith("_") and not name.startswith("_") and callable(function)}
-    for name in initializers:
-        setattr(nn.init, name, _leave_as_is)
-    try:
-        yield
-    finally:
-        for name, function in initializers.items():
-            setattr(nn.init, name, function)
-
-
-def _leave_as_is(tensor, *args, **kwargs):
-    return tensor
 
 
 class Recorder:

@@ -20,10 +20,13 @@ _API = {
     "create_model": "cnnlab.models",
     "list_models": "cnnlab.models",
     "model_spec": "cnnlab.models",
+    "describe_models": "cnnlab.models",
     "summarize": "cnnlab.summary",
-    "TrainConfig": "cnnlab.train",
-    "train": "cnnlab.train",
-    "evaluate": "cnnlab.evaluate",
+    # (modules named unlike the functions: importing a submodule cnnlab.train would rebind
+    # the package attribute ``cnnlab.train`` from the function to the module)
+    "TrainConfig": "cnnlab.training",
+    "train": "cnnlab.training",
+    "evaluate": "cnnlab.evaluation",
     "load_dataset": "cnnlab.data",
     "Run": "cnnlab.runs",
     "list_runs": "cnnlab.runs",

@@ -75,42 +75,365 @@ def models(
     out: OutOption = None,
 ):
     """List the model zoo: name, family, year, parameters at the default input, default input."""
-    not_yet("models")
+    import csv
+    import io
+    import json
+
+    from cnnlab.models import describe_models
+
+    records = describe_models(pattern)
+    columns = ["name", "family", "year", "params", "input", "classes", "description"]
+    rows = [[r.name, r.family, r.year, r.params, "x".join(map(str, r.input_size)), r.num_classes,
+             r.description] for r in records]
+    if format is OutputFormat.json:
+        write_text(json.dumps([dict(zip(columns, row)) for row in rows], indent=2), out)
+    elif format is OutputFormat.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerows([columns, *rows])
+        write_text(buffer.getvalue(), out)
+    else:
+        from rich.console import Console
+        from rich.table import Column, Table
+
+        table = Table("name", "family", "year", Column("params", justify="right"), "input", "classes")
+        for row in rows:
+            table.add_row(*[f"{value:,}" if column == "params" else str(value)
+                            for column, value in zip(columns, row[:-1])])
+        console = Console() if out is None else Console(file=io.StringIO(), width=100)
+        console.print(table)
+        if out is not None:
+            write_text(console.file.getvalue(), out)
 
 
 @app.command()
 @reports_errors
-def summary(model: ModelArg):
-    """Show every layer's output shape, parameters, MACs and receptive field."""
-    not_yet("summary")
+def summary(
+    model: ModelArg,
+    input: Annotated[Optional[str], typer.Option(
+        "--input", "-i", help="Input size CxHxW, HxW or one side (default: the model's natural input).")] = None,
+    classes: Annotated[Optional[int], typer.Option("--classes", "-c", min=1, help="Number of classes.")] = None,
+    depth: Annotated[Optional[int], typer.Option(
+        "--depth", "-d", min=1, help="Nesting level shown; containers there add up their layers (default: all).")] = None,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+    out: OutOption = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Show the arithmetic behind output sizes, parameters, MACs and fields.")] = False,
+):
+    """Show every layer's output shape, parameters, MACs and receptive field (size, jump, start)."""
+    from cnnlab.summary import parse_input_size, render_table, summarize, to_csv, to_json, to_text
+
+    input_size = parse_input_size(input) if input is not None else None
+    result = summarize(model, input_size=input_size, num_classes=classes)
+    if format is OutputFormat.csv:
+        write_text(to_csv(result, depth, explain), out)
+    elif format is OutputFormat.json:
+        write_text(to_json(result, depth), out)
+    elif out is not None:
+        write_text(to_text(result, depth, explain), out)
+    else:
+        from rich.console import Console
+
+        Console(width=None if sys.stdout.isatty() else 160).print(render_table(result, depth, explain))
+
+
+class OptimizerChoice(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+class ScheduleChoice(str, Enum):
+    constant = "constant"
+    step = "step"
+    cosine = "cosine"
+    onecycle = "onecycle"
+
+
+class InitChoice(str, Enum):
+    default = "default"
+    xavier = "xavier"
+
+
+class AmpChoice(str, Enum):
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class CheckpointChoice(str, Enum):
+    last = "last"
+    best = "best"
+
+
+DATA, OPTIMISATION, DEVICE, STORE = "Data", "Optimisation", "Device and speed", "Run store"
+# Defaults repeat TrainConfig's (cli.py must not import torch); a test keeps the two equal.
+DataOption = Annotated[str, typer.Option(
+    "--data", "-d", rich_help_panel=DATA, help="digits (embedded, no download), mnist, fashion-mnist, kmnist, "
+    "cifar10, cifar100, svhn, or an ImageFolder directory. Its test split is reported as val_*.")]
+DataDirOption = Annotated[Optional[Path], typer.Option(
+    rich_help_panel=DATA, show_default=False, help="Where downloads go (default: $CNNLAB_DATA_DIR or ~/.cache/cnnlab).")]
+ResizeOption = Annotated[Optional[int], typer.Option(
+    min=1, rich_help_panel=DATA, show_default=False, help="Input side in pixels (default: the model's natural size, "
+    "e.g. 28 for lenet, 224 for alexnet).")]
+NormalizeOption = Annotated[bool, typer.Option(
+    "--normalize/--no-normalize", rich_help_panel=DATA, help="Normalise with the training images' channel mean and std.")]
+FlipOption = Annotated[Optional[bool], typer.Option(
+    "--flip/--no-flip", rich_help_panel=DATA, show_default=False,
+    help="Random horizontal flips (default: on, except for digit and character sets).")]
+CropPaddingOption = Annotated[int, typer.Option(
+    min=0, rich_help_panel=DATA, help="Random crops of the image padded by this many pixels (0: off).")]
+EpochsOption = Annotated[int, typer.Option("--epochs", "-e", min=1, rich_help_panel=OPTIMISATION)]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, rich_help_panel=OPTIMISATION)]
+OptimizerOption = Annotated[OptimizerChoice, typer.Option(rich_help_panel=OPTIMISATION)]
+LrOption = Annotated[float, typer.Option(rich_help_panel=OPTIMISATION, help="Peak learning rate.")]
+MomentumOption = Annotated[float, typer.Option(min=0, rich_help_panel=OPTIMISATION, help="SGD momentum.")]
+NesterovOption = Annotated[bool, typer.Option("--nesterov", rich_help_panel=OPTIMISATION, help="Nesterov momentum (sgd).")]
+WeightDecayOption = Annotated[float, typer.Option(min=0, rich_help_panel=OPTIMISATION)]
+ScheduleOption = Annotated[ScheduleChoice, typer.Option(
+    rich_help_panel=OPTIMISATION, help="Learning-rate schedule, updated every step.")]
+WarmupOption = Annotated[float, typer.Option(
+    "--warmup-epochs", min=0, rich_help_panel=OPTIMISATION, help="Linear warm-up before the schedule (not with onecycle).")]
+StepEveryOption = Annotated[int, typer.Option(
+    min=1, rich_help_panel=OPTIMISATION, help="step schedule: multiply the lr by --step-gamma every N epochs.")]
+StepGammaOption = Annotated[float, typer.Option(min=0, rich_help_panel=OPTIMISATION)]
+LabelSmoothingOption = Annotated[float, typer.Option(min=0, rich_help_panel=OPTIMISATION)]
+ClipGradOption = Annotated[Optional[float], typer.Option(
+    rich_help_panel=OPTIMISATION, show_default=False, help="Clip the gradient norm to this.")]
+InitOption = Annotated[InitChoice, typer.Option(
+    rich_help_panel=OPTIMISATION, help="Weights: PyTorch's default or xavier (d2l's).")]
+SeedOption = Annotated[int, typer.Option(rich_help_panel=OPTIMISATION)]
+DeviceOption = Annotated[str, typer.Option(rich_help_panel=DEVICE, help="auto, cpu, cuda, cuda:N or mps.")]
+GpuOption = Annotated[Optional[int], typer.Option(
+    min=0, rich_help_panel=DEVICE, show_default=False, help="Use CUDA GPU N (the same as --device cuda:N).")]
+AmpOption = Annotated[AmpChoice, typer.Option(rich_help_panel=DEVICE, help="Mixed precision (fp16 needs a GPU).")]
+ChannelsLastOption = Annotated[bool, typer.Option("--channels-last", rich_help_panel=DEVICE, help="Channels-last memory format.")]
+CompileOption = Annotated[bool, typer.Option("--compile", rich_help_panel=DEVICE, help="torch.compile the model.")]
+NameOption = Annotated[Optional[str], typer.Option(
+    rich_help_panel=STORE, show_default=False, help="Run name (default: <model>-<data>-<timestamp>); never overwritten.")]
+RunsDirOption = Annotated[Path, typer.Option(rich_help_panel=STORE, help="Where runs are stored.")]
+ResumeOption = Annotated[Optional[Path], typer.Option(
+    rich_help_panel=STORE, show_default=False, metavar="RUN",
+    help="Continue RUN from its last finished epoch; only --epochs and --device/--gpu may change.")]
+RESUME_OPTIONS = ("resume", "epochs", "device", "gpu")  # the options --resume accepts
+
+
+def device_option(device: str, gpu: Optional[int]) -> str:
+    if gpu is None:
+        return device
+    if device != "auto":
+        from cnnlab.errors import UsageError
+
+        raise UsageError("give --gpu or --device, not both")
+    return f"cuda:{gpu}"
 
 
 @app.command()
 @reports_errors
-def train(model: ModelArg):
-    """Train a model and record the run under runs/."""
-    not_yet("train")
+def train(
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Argument(
+        show_default=False, help="Model name (see 'cnnlab models') or torchvision:<name>.")] = None,
+    data: DataOption = "digits",
+    data_dir: DataDirOption = None,
+    resize: ResizeOption = None,
+    normalize: NormalizeOption = True,
+    flip: FlipOption = None,
+    crop_padding: CropPaddingOption = 0,
+    epochs: EpochsOption = 30,
+    batch_size: BatchSizeOption = 64,
+    optimizer: OptimizerOption = OptimizerChoice.adamw,
+    lr: LrOption = 0.01,
+    momentum: MomentumOption = 0.9,
+    nesterov: NesterovOption = False,
+    weight_decay: WeightDecayOption = 0.05,
+    schedule: ScheduleOption = ScheduleChoice.cosine,
+    warmup_epochs: WarmupOption = 2.0,
+    step_every: StepEveryOption = 10,
+    step_gamma: StepGammaOption = 0.1,
+    label_smoothing: LabelSmoothingOption = 0.1,
+    clip_grad: ClipGradOption = None,
+    init: InitOption = InitChoice.default,
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
+    gpu: GpuOption = None,
+    amp: AmpOption = AmpChoice.off,
+    channels_last: ChannelsLastOption = False,
+    compile: CompileOption = False,
+    name: NameOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    resume: ResumeOption = None,
+):
+    """Train MODEL and record the run under runs/<name>: config.json, metrics.csv (one row per
+    epoch; val_* is the data set's test split, as in d2l), summary.csv, last.pt and best.pt.
+
+    Ctrl-C keeps every finished epoch (exit code 130); continue with --resume runs/<name>.
+    """
+    from dataclasses import replace
+
+    from cnnlab.errors import TrainingInterrupted, UsageError
+    from cnnlab.training import TrainConfig
+    from cnnlab.training import train as train_model
+
+    device = device_option(device, gpu)
+    if resume is not None:
+        given = {p.name: p.opts[0] if p.param_type_name == "option" else p.name.upper()
+                 for p in ctx.command.params if ctx.get_parameter_source(p.name).name != "DEFAULT"}
+        refused = [shown for name, shown in given.items() if name not in RESUME_OPTIONS]
+        if refused:
+            raise UsageError(f"--resume continues a run with its own options; {refused[0]} cannot be "
+                             f"given (only --epochs and --device or --gpu can)")
+        changes = {"epochs": epochs} if "epochs" in given else {}
+        if "device" in given or "gpu" in given:
+            changes["device"] = device
+        config = replace(TrainConfig.from_run(resume), **changes)
+    elif model is None:
+        raise UsageError("give the MODEL to train (see 'cnnlab models'), or --resume RUN")
+    else:
+        config = TrainConfig(
+            model=model, data=data, data_dir=None if data_dir is None else str(data_dir), resize=resize,
+            normalize=normalize, flip=flip, crop_padding=crop_padding, epochs=epochs, batch_size=batch_size,
+            optimizer=optimizer.value, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+            schedule=schedule.value, warmup_epochs=warmup_epochs, step_every=step_every, step_gamma=step_gamma,
+            label_smoothing=label_smoothing, clip_grad=clip_grad, init=init.value, seed=seed, device=device,
+            amp=amp.value, channels_last=channels_last, compile=compile, name=name, runs_dir=str(runs_dir))
+    try:
+        train_model(config, resume=resume)
+    except KeyboardInterrupt:  # before the first epoch began: nothing to keep
+        raise TrainingInterrupted("interrupted before training started") from None
 
 
 @app.command("eval")
 @reports_errors
-def evaluate(run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file.")]):
-    """Evaluate a trained run on its test set."""
-    not_yet("eval")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file (.pt).")],
+    checkpoint: Annotated[CheckpointChoice, typer.Option(
+        "--checkpoint", "-c", help="A run's last.pt (the final epoch in metrics.csv) or best.pt.")] = CheckpointChoice.last,
+    data: Annotated[Optional[str], typer.Option(
+        "--data", "-d", show_default=False,
+        help="Another data set with the same channels and classes (default: the run's own test split).")] = None,
+    data_dir: DataDirOption = None,
+    device: DeviceOption = "auto",
+    gpu: GpuOption = None,
+    plot: Annotated[bool, typer.Option("--plot", help="Also draw the confusion matrix as confusion.png.")] = False,
+):
+    """Evaluate a run on a test split: loss, top-1 and top-5 accuracy, per-class precision,
+    recall and accuracy, confusion matrix. Writes eval.csv and confusion.csv into the run."""
+    from rich.console import Console
+    from rich.table import Column, Table
+
+    from cnnlab.evaluation import evaluate as evaluate_run
+
+    result = evaluate_run(run, data, checkpoint=checkpoint.value, data_dir=data_dir,
+                          device=device_option(device, gpu), plot=plot)
+    console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+    console.print(f"{result.checkpoint} (epoch {result.epoch}) on the {result.data} test split, "
+                  f"{result.images} images")
+    console.print(f"loss {result.loss:.4f}  top-1 {result.top1:.4f}  top-5 {result.top5:.4f}")
+    columns = ["support", "accuracy", "precision", "recall", "top5_accuracy", "loss"]
+    table = Table("class", *[Column(column, justify="right") for column in columns])
+    for row in result.per_class:
+        table.add_row(row["class"], *[str(row[c]) if c == "support" else f"{row[c]:.4f}" for c in columns])
+    console.print(table)
+    typer.echo(f"wrote {', '.join(str(path) for path in result.files)}", err=True)
+
+
+def echo_run_problem(message: str) -> None:
+    """A run that plot/compare skipped or left partly blank: one line on stderr."""
+    typer.echo(f"warning: {message}", err=True)
+
+
+DpiOption = Annotated[Optional[int], typer.Option(
+    min=30, max=1200, show_default=False, help="Image resolution in dots per inch (default: 150).")]
 
 
 @app.command()
 @reports_errors
-def plot(runs: Annotated[list[Path], typer.Argument(help="One or more run directories.")]):
-    """Draw loss and accuracy curves of one or more runs."""
-    not_yet("plot")
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="One or more run directories.",
+                                               show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", show_default=False,
+        help="Image to write; .png, .svg or .pdf picks the format (default: plot.png inside a "
+             "single run; for several, plot.png in the directory holding them).")] = None,
+    lr: Annotated[Optional[bool], typer.Option(
+        "--lr/--no-lr", show_default=False,
+        help="Add a learning-rate panel (default: when the rate changes during a run).")] = None,
+    dpi: DpiOption = None,
+    show: Annotated[bool, typer.Option("--show", help="Also open the figure in a window.")] = False,
+):
+    """Draw loss and accuracy over epochs: colour = run, dashed = training, solid = validation,
+    a star at the best validation accuracy. Runs still in progress plot what they have."""
+    from cnnlab.plots import DEFAULT_DPI, plot_runs
+
+    written = plot_runs(runs, out, lr=lr, dpi=dpi or DEFAULT_DPI, show=show,
+                        on_problem=echo_run_problem)
+    typer.echo(f"wrote {written}", err=True)
+
+
+class CompareFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
 
 
 @app.command()
 @reports_errors
-def compare(runs: Annotated[Optional[list[Path]], typer.Argument(help="Run directories.")] = None):
-    """Compare runs side by side: accuracy against parameters, MACs and time."""
-    not_yet("compare")
+def compare(
+    runs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Run directories (default: every run under --runs-dir).", show_default=False)] = None,
+    runs_dir: Annotated[Optional[Path], typer.Option(
+        "--runs-dir", show_default=False,
+        help="Compare every run in this directory (default: runs/ when no RUN is given).")] = None,
+    pattern: Annotated[str, typer.Option(
+        "--filter",
+        help="Keep the runs whose name matches this shell pattern, e.g. 'lenet*'.")] = "*",
+    sort: Annotated[Optional[str], typer.Option(
+        "--sort", show_default=False,
+        help="Order by this column, best first: best_val_acc, final_val_acc and "
+             "images_per_second descending; final_train_loss, final_val_loss, params, macs and "
+             "mean_epoch_seconds ascending; also name, model, data, epochs, best_epoch, "
+             "device.")] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Reverse the --sort order.")] = False,
+    format: Annotated[Optional[CompareFormat], typer.Option(
+        "--format", "-f", show_default=False,
+        help="Output format (default: from --out's extension .csv, .json or .md, else a "
+             "table).")] = None,
+    out: OutOption = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", show_default=False,
+        help="Also draw every run's validation curves into this image (.png, .svg or .pdf), and "
+             "accuracy against MACs and against params into FILE_efficiency.<ext> beside "
+             "it.")] = None,
+    dpi: DpiOption = None,
+):
+    """Compare runs side by side: best and final accuracy, losses, params, MACs and speed.
+    Runs that cannot be read are reported and skipped; it fails only if none is left."""
+    from cnnlab.compare import compare_runs, output_format, render, to_rich_table
+    from cnnlab.plots import DEFAULT_DPI, efficiency_path, image_format, plot_efficiency, plot_runs
+
+    if plot is not None:
+        image_format(plot)  # a bad extension fails before any work
+    table = compare_runs(runs, runs_dir=runs_dir, pattern=pattern, sort=sort, reverse=reverse,
+                         on_problem=echo_run_problem)
+    fmt = output_format(format.value if format else None, out)
+    if fmt == "table" and out is None:
+        from rich.console import Console
+
+        console = Console()
+        if not console.is_terminal:  # a pipe or a log has no width to fold the table into
+            console = Console(width=200)
+        console.print(to_rich_table(table))
+    else:
+        write_text(render(table, fmt), out)
+    if plot is not None:
+        dpi = dpi or DEFAULT_DPI
+        curves = plot_runs(table["path"], plot, splits=("val",), lr=False, dpi=dpi,
+                           title="validation curves",
+                           on_problem=lambda message: None)  # compare_runs reported them
+        efficiency = plot_efficiency(table, efficiency_path(plot), dpi=dpi)
+        typer.echo(f"wrote {curves}\nwrote {efficiency}", err=True)
 
 
 def main() -> None:

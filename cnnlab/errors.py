@@ -62,3 +62,7 @@ class TrainingInterrupted(CnnlabError):
     """Ctrl-C during training: finished epochs are on disk and the run can resume."""
 
     exit_code = 130
+
+
+class PeerFailed(CnnlabError):
+    """Training on several processes: another process died or stopped answering."""

@@ -1,0 +1,249 @@
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields, replace
+
+import pytest
+import torch
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from cnnlab.cli import app
+from cnnlab.errors import TrainingInterrupted, UsageError
+from cnnlab.runs import METRICS_COLUMNS, Run
+from cnnlab.training import TrainConfig, get_lr, init_xavier, train
+
+runner = CliRunner()
+TIME_COLUMNS = ("epoch_seconds", "images_per_second")
+
+
+def learning_curve(run: Run) -> list[dict]:
+    """metrics.csv without the columns that measure time."""
+    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in run.read_metric_rows()]
+
+
+def small(tmp_path, **options) -> TrainConfig:
+    """A few seconds of training: the MLP on digits with augmentation exercised."""
+    return TrainConfig(**{"model": "mlp", "epochs": 3, "crop_padding": 1, "flip": True,
+                          "runs_dir": str(tmp_path), **options})
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+# -- the README's main job ---------------------------------------------------------------------
+
+def test_default_lenet_run_reaches_97_percent_on_digits(default_run):
+    config = default_run.read_config()
+    rows = default_run.read_metric_rows()
+    assert (config["model"], config["data"], config["input_size"]) == ("lenet", "digits", [1, 28, 28])
+    assert [row["epoch"] for row in rows] == list(range(1, config["epochs"] + 1))
+    assert rows[-1]["val_acc"] >= 0.97
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_run_directory_follows_the_contract(default_run):
+    header = (default_run.path / "metrics.csv").read_text().splitlines()[0]
+    assert header == "epoch,train_loss,train_acc,val_loss,val_acc,lr,epoch_seconds,images_per_second"
+    assert header.split(",") == METRICS_COLUMNS
+    config = json.loads((default_run.path / "config.json").read_text())
+    assert {f.name for f in fields(TrainConfig)} <= config.keys()
+    assert config["resize"] == 28 and config["flip"] is False and config["device"] == "cpu"
+    assert config["num_classes"] == 10 and config["classes"][3] == "3" and config["world_size"] == 1
+    assert set(config["versions"]) == {"python", "torch", "torchvision", "cnnlab"}
+    assert "git_commit" in config and config["created"][:2] == "20"
+    # LeNet-5 at 1x28x28, counted by hand: params 156 + 2,416 + 48,120 + 10,164 + 850;
+    # MACs 6*28*28*25 + 16*10*10*150 + 400*120 + 120*84 + 84*10
+    assert config["model_stats"] == {"params": 61706, "trainable_params": 61706, "macs": 416520}
+    assert (default_run.path / "summary.csv").read_text().startswith("name,")
+    last = default_run.load_checkpoint("last.pt")
+    best = default_run.load_checkpoint("best.pt")
+    rows = default_run.read_metric_rows()
+    assert last["epoch"] == len(rows) and best["epoch"] == max(rows, key=lambda r: r["val_acc"])["epoch"]
+
+
+# -- determinism, interruption, resumption -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """Three uninterrupted epochs; a constant schedule, so two planned epochs are its first two."""
+    return train(small(tmp_path_factory.mktemp("runs"), schedule="constant", name="whole"), progress="none")
+
+
+def test_same_seed_gives_identical_metrics_and_another_seed_does_not(whole_run, tmp_path):
+    again = train(small(tmp_path, schedule="constant"), progress="none")
+    other = train(small(tmp_path, schedule="constant", seed=1, epochs=1), progress="none")
+    assert learning_curve(again) == learning_curve(whole_run)
+    assert learning_curve(other)[0] != learning_curve(whole_run)[0]
+
+
+def test_interruption_while_recording_an_epoch_then_resume_equals_an_uninterrupted_run(
+        whole_run, tmp_path, monkeypatch):
+    saves = []
+    real_save = Run.save_checkpoint
+
+    def interrupted_second_save(run, filename, state):
+        if filename == "last.pt":
+            saves.append(state["epoch"])
+            if len(saves) == 2:  # Ctrl-C arriving while epoch 2 is being recorded
+                signal.raise_signal(signal.SIGINT)
+        real_save(run, filename, state)
+
+    monkeypatch.setattr(Run, "save_checkpoint", interrupted_second_save)
+    with pytest.raises(TrainingInterrupted, match="2 finished epoch"):
+        train(small(tmp_path, schedule="constant", name="cut"), progress="none")
+    monkeypatch.undo()
+    cut = Run(tmp_path / "cut")
+    assert len(cut.read_metric_rows()) == cut.load_checkpoint()["epoch"] == 2  # recorded whole
+    resumed = train(resume=cut.path, progress="none")
+    assert learning_curve(resumed) == learning_curve(whole_run)
+    for key, tensor in whole_run.load_checkpoint()["model"].items():
+        assert torch.equal(tensor, resumed.load_checkpoint()["model"][key])
+
+
+def test_resume_rolls_metrics_back_to_the_checkpoint_and_may_extend_the_run(whole_run, tmp_path):
+    cut = train(small(tmp_path, schedule="constant", epochs=2), progress="none")
+    with open(cut.metrics_path, "a") as metrics:  # a row last.pt does not have (a crash mid-append)
+        metrics.write("3,9,9,9,9,9,9,9\n4,1,")
+    resumed = train(replace(TrainConfig.from_run(cut.path), epochs=3), resume=cut.path, progress="none")
+    assert learning_curve(resumed) == learning_curve(whole_run)
+    assert resumed.read_config()["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_epochs_and_resume_matches_an_uninterrupted_run(tmp_path):
+    # a constant schedule, so a 40-epoch run cut short and resumed to 4 epochs equals a 4-epoch run
+    args = ["train", "lenet", "--schedule", "constant", "--crop-padding", "1", "--runs-dir", tmp_path]
+    process = subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args), "--epochs", "40", "--name", "cut"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cut = Run(tmp_path / "cut")
+    deadline = time.monotonic() + 120
+    while not cut.read_metric_rows():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    finished = len(cut.read_metric_rows())
+    assert process.returncode == 130
+    assert err.strip() == (f"error: interrupted; {finished} finished epoch(s) are kept in {cut.path} "
+                           f"(continue with: cnnlab train --resume {cut.path})")
+    assert 1 <= finished < 4 and cut.load_checkpoint()["epoch"] == finished
+    assert out.count("\nepoch ") == finished
+
+    assert cli("train", "--resume", cut.path, "--epochs", 4).exit_code == 0
+    assert cli(*args, "--epochs", 4, "--name", "whole").exit_code == 0
+    assert learning_curve(cut) == learning_curve(Run(tmp_path / "whole"))
+
+
+def test_resume_may_change_only_epochs_and_device(tmp_path):
+    run = train(small(tmp_path, epochs=1), progress="none")
+    with pytest.raises(UsageError, match="lr differ"):
+        train(replace(TrainConfig.from_run(run.path), lr=0.5), resume=run.path, progress="none")
+    result = cli("train", "--resume", run.path, "--lr", "0.5")
+    assert result.exit_code == 2 and "--lr cannot be given" in result.stderr
+
+
+# -- options -----------------------------------------------------------------------------------
+
+def test_cli_defaults_are_train_config_defaults():
+    command = get_command(app).commands["train"]
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    compared = 0
+    for param in command.params:
+        if param.name in defaults and param.name != "model":
+            value = getattr(param.default, "value", param.default)
+            assert (str(value) if param.name == "runs_dir" else value) == defaults[param.name], param.name
+            compared += 1
+    assert compared == len(defaults) - 1
+
+
+def test_schedules_match_pytorchs_schedulers():
+    steps_per_epoch, epochs, lr = 5, 6, 0.3
+    total = steps_per_epoch * epochs
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    references = {
+        "cosine": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total),
+        "onecycle": lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total,
+                                                                    cycle_momentum=False),
+        "step": lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2 * steps_per_epoch, gamma=0.5),
+        "constant": lambda opt: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0),
+    }
+    for schedule, make in references.items():
+        optimizer = torch.optim.SGD([parameter], lr=lr)
+        scheduler = make(optimizer)
+        config = TrainConfig(lr=lr, epochs=epochs, schedule=schedule, step_every=2, step_gamma=0.5, warmup_epochs=0)
+        for step in range(total):
+            assert get_lr(config, step, steps_per_epoch) == pytest.approx(optimizer.param_groups[0]["lr"]), schedule
+            optimizer.step()
+            scheduler.step()
+    warm = TrainConfig(lr=lr, epochs=epochs, schedule="cosine", warmup_epochs=1)
+    assert [get_lr(warm, s, steps_per_epoch) for s in range(5)] == pytest.approx([0.06, 0.12, 0.18, 0.24, 0.3])
+    assert get_lr(warm, 5, steps_per_epoch) == lr and get_lr(warm, total - 1, steps_per_epoch) < 0.01
+
+
+def test_xavier_init_is_d2ls_uniform_bound():
+    linear = torch.nn.Linear(300, 100)
+    init_xavier(linear)
+    bound = math.sqrt(6 / (300 + 100))
+    assert linear.weight.abs().max() <= bound and linear.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+
+
+def test_d2l_settings_are_expressible(tmp_path):
+    result = cli("train", "lenet", "--optimizer", "sgd", "--momentum", "0", "--lr", "0.9", "--init", "xavier",
+                 "--schedule", "constant", "--warmup-epochs", "0", "--weight-decay", "0", "--label-smoothing", "0",
+                 "--batch-size", "256", "--epochs", "1", "--no-normalize",
+                 "--runs-dir", tmp_path, "--name", "d2l")
+    assert result.exit_code == 0, result.output
+    config = Run(tmp_path / "d2l").read_config()
+    assert (config["optimizer"], config["lr"], config["init"], config["momentum"]) == ("sgd", 0.9, "xavier", 0)
+    assert config["mean"] == [0.0] and config["std"] == [1.0]
+
+
+def test_cli_prints_one_line_per_epoch_and_never_overwrites_a_run(tmp_path):
+    result = cli("train", "mlp", "--epochs", "2", "--runs-dir", tmp_path, "--name", "mine")
+    assert result.exit_code == 0, result.output
+    assert [line.split()[:2] for line in result.stdout.splitlines() if line.startswith("epoch")] == \
+        [["epoch", "1/2"], ["epoch", "2/2"]]
+    before = {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()}
+    again = cli("train", "lenet", "--runs-dir", tmp_path, "--name", "mine")
+    assert again.exit_code == 1
+    assert again.stderr.strip().splitlines() == [
+        f"error: run '{tmp_path / 'mine'}' already exists; choose another --name or continue it with "
+        f"--resume {tmp_path / 'mine'}"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()} == before
+
+
+def test_rich_progress_runs(tmp_path, capsys):
+    train(small(tmp_path, epochs=1), progress="rich")
+    assert "epoch 1/1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lenet", "--data", "nope"], "unknown data set 'nope'"),
+    (["lenet", "--gpu", "1"], "GPU 1 is not available"),
+    (["lenet", "--resize", "4"], "does not fit LeNet5"),
+    (["lenet", "--device", "tpu"], "unknown device 'tpu'"),
+    (["lenet", "--amp", "fp16", "--device", "cpu"], "--amp fp16 needs a GPU"),
+    (["--epochs", "3"], "give the MODEL to train"),
+])
+def test_bad_input_is_one_line_and_creates_no_run(tmp_path, args, message):
+    if "--gpu" in args and torch.cuda.device_count() > 1:
+        pytest.skip("this machine has a second GPU")
+    result = cli("train", *args, "--runs-dir", tmp_path)
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_loss_stops_the_run_and_suggests_a_lower_learning_rate(tmp_path):
+    result = cli("train", "mlp", "--optimizer", "sgd", "--lr", "1e12", "--schedule", "constant",
+                 "--epochs", "3", "--runs-dir", tmp_path, "--name", "hot")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: the loss became NaN or infinite in epoch 1; try a lower learning "
+                             "rate than --lr 1e+12, e.g. --lr 1e+11\n")
+    assert Run(tmp_path / "hot").read_metric_rows() == []

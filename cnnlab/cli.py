@@ -156,6 +156,7 @@ class InitChoice(str, Enum):
 
 
 class AmpChoice(str, Enum):
+    auto = "auto"
     off = "off"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -206,8 +207,11 @@ SeedOption = Annotated[int, typer.Option(rich_help_panel=OPTIMISATION)]
 DeviceOption = Annotated[str, typer.Option(rich_help_panel=DEVICE, help="auto, cpu, cuda, cuda:N or mps.")]
 GpuOption = Annotated[Optional[int], typer.Option(
     min=0, rich_help_panel=DEVICE, show_default=False, help="Use CUDA GPU N (the same as --device cuda:N).")]
-AmpOption = Annotated[AmpChoice, typer.Option(rich_help_panel=DEVICE, help="Mixed precision (fp16 needs a GPU).")]
-ChannelsLastOption = Annotated[bool, typer.Option("--channels-last", rich_help_panel=DEVICE, help="Channels-last memory format.")]
+AmpOption = Annotated[AmpChoice, typer.Option(rich_help_panel=DEVICE, help=(
+    "Mixed precision (fp16 needs a GPU); auto: bf16 on GPUs since Ampere and CPUs with AVX512-BF16 or AMX, else off."))]
+ChannelsLastOption = Annotated[Optional[bool], typer.Option(
+    "--channels-last/--no-channels-last", rich_help_panel=DEVICE, show_default=False,
+    help="Channels-last memory format (default: on for CPU and CUDA).")]
 CompileOption = Annotated[bool, typer.Option("--compile", rich_help_panel=DEVICE, help="torch.compile the model.")]
 NameOption = Annotated[Optional[str], typer.Option(
     rich_help_panel=STORE, show_default=False, help="Run name (default: <model>-<data>-<timestamp>); never overwritten.")]
@@ -257,8 +261,8 @@ def train(
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     gpu: GpuOption = None,
-    amp: AmpOption = AmpChoice.off,
-    channels_last: ChannelsLastOption = False,
+    amp: AmpOption = AmpChoice.auto,
+    channels_last: ChannelsLastOption = None,
     compile: CompileOption = False,
     name: NameOption = None,
     runs_dir: RunsDirOption = Path("runs"),

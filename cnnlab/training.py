@@ -46,6 +46,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 INITS = ("default", "xavier")
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_CHOICES = ("auto", *AMP_DTYPES)
 RESUME_CAN_CHANGE = ("epochs", "device")  # a resumed run keeps every other option
 CHECKPOINT_FORMAT = "cnnlab-checkpoint"
 
@@ -80,8 +81,9 @@ class TrainConfig:
     seed: int = 0
     # -- device and speed
     device: str = "auto"           # auto | cpu | cuda | cuda:N | mps
-    amp: str = "off"               # off | bf16 | fp16: mixed precision with autocast
-    channels_last: bool = False
+    amp: str = "auto"              # auto | off | bf16 | fp16: mixed precision with autocast; auto: bf16
+                                   # where the hardware multiplies in it (see native_bf16), else off
+    channels_last: bool | None = None  # None: on for cpu and cuda, where convolutions run faster in it
     compile: bool = False          # torch.compile the model
     # -- the run store
     name: str | None = None        # None: <model>-<data>-<timestamp>
@@ -97,7 +99,7 @@ class TrainConfig:
         return cls(**{name: saved[name] for name in names})
 
     def validate(self) -> None:
-        choices = dict(optimizer=OPTIMIZERS, schedule=SCHEDULES, init=INITS, amp=tuple(AMP_DTYPES))
+        choices = dict(optimizer=OPTIMIZERS, schedule=SCHEDULES, init=INITS, amp=AMP_CHOICES)
         for option, allowed in choices.items():
             if getattr(self, option) not in allowed:
                 raise UsageError(f"--{option} must be one of {', '.join(allowed)}, not {getattr(self, option)!r}")
@@ -133,6 +135,7 @@ def train(config: TrainConfig | None = None, *, resume=None, progress="auto") ->
 
     # 2) device, data, model, optimiser: everything that can fail, before anything is written
     device = resolve_device(config.device)
+    resolve_speed_options(config, device)
     spec = model_spec(config.model)
     config.resize = config.resize or spec.input_size[1]
     config.data_dir = str(Path(config.data_dir or default_data_dir()).expanduser())
@@ -250,6 +253,28 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+def resolve_speed_options(config: TrainConfig, device: torch.device) -> None:
+    """Fill in ``amp="auto"`` and ``channels_last=None`` for ``device``: the fastest settings that
+    leave results within seed-to-seed noise (measured by benchmarks/train_throughput.py)."""
+    if config.amp == "auto":
+        config.amp = "bf16" if native_bf16(device) else "off"
+    if config.channels_last is None:
+        config.channels_last = device.type in ("cpu", "cuda")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # input shapes stay fixed: time cuDNN's algorithms once
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 in hardware: CUDA GPUs since Ampere (compute
+    capability 8), CPUs with AVX512-BF16 or AMX. Elsewhere bf16 is emulated, and slower."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":  # torch's own CPU feature probes (private, so absent ones count as no)
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
 def make_autocast(amp: str, device: torch.device):
     if amp == "off":
         return nullcontext
@@ -334,7 +359,8 @@ def run_epoch(model, optimizer, scaler, autocast, dataset, transform, config, ep
             nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
         scaler.step(optimizer)
         scaler.update()
-        sums += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum(), sums.new_tensor(len(y))])
+        # new_full fills on the device; new_tensor would copy from the host and make a GPU wait
+        sums += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum(), sums.new_full((), len(y))])
         if reporter.due():
             loss_sum, correct, count = sums.tolist()
             if not math.isfinite(loss_sum):
@@ -359,7 +385,7 @@ def evaluate_split(model, autocast, images, labels, transform, batch_size) -> tu
         with autocast():
             logits = model(x)
         loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
-        sums += torch.stack([loss_sum, (logits.argmax(1) == y).sum(), sums.new_tensor(len(y))])
+        sums += torch.stack([loss_sum, (logits.argmax(1) == y).sum(), sums.new_full((), len(y))])
     # (a distributed run would all-reduce `sums` here)
     loss_sum, correct, count = sums.tolist()
     return loss_sum / count, correct / count

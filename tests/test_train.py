@@ -8,11 +8,15 @@ from dataclasses import fields, replace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from cnnlab import training
 from cnnlab.cli import app
+from cnnlab.data import BatchTransform, load_dataset
 from cnnlab.errors import TrainingInterrupted, UsageError
+from cnnlab.models import create_model
 from cnnlab.runs import METRICS_COLUMNS, Run
 from cnnlab.training import TrainConfig, get_lr, init_xavier, train
 
@@ -247,3 +251,79 @@ def test_nan_loss_stops_the_run_and_suggests_a_lower_learning_rate(tmp_path):
     assert result.stderr == ("error: the loss became NaN or infinite in epoch 1; try a lower learning "
                              "rate than --lr 1e+12, e.g. --lr 1e+11\n")
     assert Run(tmp_path / "hot").read_metric_rows() == []
+
+
+# -- speed: the defaults that are fast, and a loop that never waits ----------------------------------
+
+def test_auto_speed_options_use_bf16_only_where_the_hardware_multiplies_in_it(monkeypatch):
+    def resolved(device, **options):
+        config = TrainConfig(**options)
+        training.resolve_speed_options(config, torch.device(device))
+        return config.amp, config.channels_last
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (8, 0))  # Ampere
+    assert resolved("cuda:0") == ("bf16", True) and torch.backends.cudnn.benchmark
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 5))  # Turing: emulated
+    assert resolved("cuda:0") == ("off", True)
+    for avx512_bf16, amx, amp in [(False, False, "off"), (True, False, "bf16"), (False, True, "bf16")]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert resolved("cpu") == (amp, True)
+    assert resolved("mps") == ("off", False)
+    assert resolved("cpu", amp="fp16", channels_last=False) == ("fp16", False)  # given choices stay
+
+
+def test_config_records_the_resolved_speed_options(default_run):
+    config = default_run.read_config()
+    assert config["amp"] == ("bf16" if training.native_bf16(torch.device("cpu")) else "off")
+    assert config["channels_last"] is True
+
+
+def test_channels_last_and_bf16_keep_the_learning_curve_of_plain_fp32(tmp_path):
+    """The fast defaults change how the arithmetic rounds, not what the run learns."""
+    def curve(**options):
+        run = train(TrainConfig(model="lenet", epochs=3, runs_dir=str(tmp_path), **options), progress="none")
+        return {key: [row[key] for row in learning_curve(run)] for key in ("train_loss", "val_loss", "val_acc")}
+
+    plain = curve(amp="off", channels_last=False)
+    channels_last = curve(amp="off", channels_last=True)
+    bf16 = curve(amp="bf16", channels_last=True)
+    other_seed = curve(amp="off", channels_last=False, seed=1)
+    for key in ("train_loss", "val_loss"):
+        assert channels_last[key] == pytest.approx(plain[key], rel=1e-5)
+        assert bf16[key] == pytest.approx(plain[key], rel=1e-2)
+        assert other_seed[key] != pytest.approx(plain[key], rel=1e-2)  # what noise looks like
+    assert bf16["val_acc"] == pytest.approx(plain["val_acc"], abs=0.01)
+
+
+class HostTraffic(TorchDispatchMode):
+    """Records the operations that make a GPU wait for the host: reading a tensor's value
+    (.item(), float(), bool(), if on a tensor) and making a tensor from Python data."""
+
+    WAITS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.lift_fresh.default)
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.WAITS:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_training_step_never_waits_for_the_host():
+    # SGD: Adam reads its step counter with .item(), harmlessly, as it stays on the CPU
+    config = TrainConfig(model="lenet", optimizer="sgd", batch_size=16, crop_padding=1, flip=True, clip_grad=1.0)
+    dataset = load_dataset("digits")
+    model = create_model("lenet", in_channels=1, num_classes=10).to(memory_format=torch.channels_last)
+    transform = BatchTransform((28, 28), [0.5], [0.25], crop_padding=1, flip=True,
+                               memory_format=torch.channels_last)
+    reporter = training.PlainLines(quiet=True)
+    reporter.refresh_seconds = math.inf  # the loop reads its sums at a refresh; none is due here
+    with HostTraffic() as traffic:
+        training.run_epoch(model, training.make_optimizer(config, model), torch.amp.GradScaler("cpu", enabled=False),
+                           training.make_autocast("bf16", torch.device("cpu")), dataset, transform, config,
+                           epoch=1, steps_per_epoch=4, reporter=reporter)
+    assert traffic.seen == []

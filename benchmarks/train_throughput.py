@@ -1,0 +1,324 @@
+"""Training throughput: cnnlab's training step against the textbook (d2l) pipeline.
+
+    python benchmarks/train_throughput.py lenet                          # 28x28, batch 256
+    python benchmarks/train_throughput.py alexnet_2012 --steps 3 --workers 0,4   # 224x224, batch 128
+    python benchmarks/train_throughput.py lenet --data fashion-mnist --data-dir ~/data
+    python benchmarks/train_throughput.py resnet18 --size 96 --device cuda --profile
+
+Both sides train the same model (same seed, Xavier init, plain SGD) on the same images for the
+same number of steps of the same batch size, in this one process, interleaved (textbook,
+cnnlab, textbook, cnnlab ...) after one warm-up epoch each; the table shows the median
+images/s of the timed repeats and the ratio to the fastest textbook variant.
+
+(a) The textbook pipeline, as d2l's ``load_data_fashion_mnist(batch_size, resize)`` and
+    ``train_ch6`` build it: a dataset object returning one PIL image per item (torchvision's
+    FashionMNIST, or the embedded digits wrapped the same way), ``Resize`` + ``ToTensor`` in a
+    ``DataLoader(shuffle=True, num_workers=W)`` (d2l uses W = 4), and the plain loop: copy each
+    batch to the device, step, and read the loss and accuracy to the host every batch. A
+    timed epoch includes starting the loader's workers, as every textbook epoch does.
+(b) cnnlab: ``cnnlab.training.run_epoch`` -- the loop ``cnnlab train`` runs -- over uint8 images
+    held on the device, resized and normalised per batch by ``cnnlab.data.BatchTransform``.
+    ``--cnnlab`` variants: ``default`` (what ``cnnlab train`` picks on this device), ``plain``
+    (fp32, contiguous: the textbook's arithmetic), or those with ``+bf16``, ``+fp16``,
+    ``+channels-last``, ``+compile``, e.g. ``--cnnlab default plain plain+compile``.
+
+Data: the embedded 8x8 digits (offline; upsampled to ``--size``, tiled to the epoch's length)
+or Fashion-MNIST from ``--data-dir`` (torchvision's layout, ``FashionMNIST/raw``). An epoch is
+``--steps`` batches (default: one Fashion-MNIST epoch, 60,000 images). Neither side augments.
+
+Also printed: the achieved training arithmetic rate (6 x forward MACs per image: forward, and a
+backward pass twice its cost) against this device's measured matmul peak, and with
+``--profile`` where one cnnlab epoch spends its time (torch.profiler) and how much of each
+pipeline's epoch is data handling alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from cnnlab.data import BatchTransform, load_dataset
+from cnnlab.models import create_model, model_spec
+from cnnlab.training import (PlainLines, TrainConfig, init_xavier, make_autocast, make_optimizer,
+                             resolve_device, resolve_speed_options, run_epoch)
+
+FASHION_MNIST_TRAIN_IMAGES = 60_000
+AMP_PEAK_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# --cnnlab variant words, joined by +: each sets TrainConfig options; "default" sets none
+VARIANT_OPTIONS = {"default": {}, "plain": dict(amp="off", channels_last=False), "bf16": dict(amp="bf16"),
+                   "fp16": dict(amp="fp16"), "channels-last": dict(channels_last=True), "compile": dict(compile=True)}
+
+
+# -- (a) the textbook pipeline -------------------------------------------------------------------
+
+class PILDigits(Dataset):
+    """uint8 images served the way torchvision's MNIST classes serve theirs: a PIL image
+    ("L" mode) per item, through the transform, with an int label."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.images = images[:, 0].numpy()  # N x H x W
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        image, label = Image.fromarray(self.images[index]), int(self.labels[index])  # 2-D uint8: mode "L"
+        return self.transform(image), label
+
+
+def textbook_loader(args, epoch_images, indices, workers: int) -> DataLoader:
+    """d2l's load_data_fashion_mnist: Resize (when given a size) + ToTensor on PIL images in a
+    shuffling DataLoader."""
+    from torchvision import datasets, transforms
+
+    trans = [transforms.ToTensor()]
+    if args.size != epoch_images.image_size[0]:  # d2l trains LeNet at 28 without a resize
+        trans.insert(0, transforms.Resize(args.size))
+    trans = transforms.Compose(trans)
+    if args.data == "fashion-mnist":
+        dataset = Subset(datasets.FashionMNIST(args.data_dir, train=True, transform=trans, download=False),
+                         indices.tolist())
+    else:
+        dataset = PILDigits(epoch_images.train_images, epoch_images.train_labels, trans)
+    return DataLoader(dataset, args.batch_size, shuffle=True, num_workers=workers)
+
+
+def textbook_epoch(net, loader, optimizer, loss_fn, device) -> None:
+    """train_ch6's inner loop for one epoch (its timer and plotting left out)."""
+    metric = [0.0, 0.0, 0.0]  # d2l.Accumulator(3): loss sum, correct predictions, examples
+    net.train()
+    for X, y in loader:
+        optimizer.zero_grad()
+        X, y = X.to(device), y.to(device)
+        y_hat = net(X)
+        l = loss_fn(y_hat, y)
+        l.backward()
+        optimizer.step()
+        with torch.no_grad():  # float() of each: a host read every batch, as d2l does
+            correct = (y_hat.argmax(axis=1).type(y.dtype) == y).type(y.dtype).sum()
+            metric = [a + float(b) for a, b in zip(metric, (l * X.shape[0], correct, X.shape[0]))]
+
+
+# -- (b) cnnlab -------------------------------------------------------------------------------------
+
+@dataclass
+class CnnlabSide:
+    """What cnnlab.training.train builds before its loop, for one variant."""
+
+    name: str
+    forward: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: object
+    dataset: object
+    transform: BatchTransform
+    config: TrainConfig
+    epoch: int = 0
+
+
+def cnnlab_side(variant: str, args, base_model, dataset, device) -> CnnlabSide:
+    """cnnlab's setup for train_ch6's optimisation: plain SGD, constant lr, no weight decay,
+    label smoothing or augmentation; the speed options are cnnlab's defaults unless ``variant`` sets them."""
+    config = TrainConfig(model=args.model, batch_size=args.batch_size, optimizer="sgd", momentum=0.0, lr=args.lr,
+                         weight_decay=0.0, schedule="constant", warmup_epochs=0.0, label_smoothing=0.0,
+                         init="xavier", flip=False, crop_padding=0, epochs=10**9, seed=args.seed)
+    for word in variant.split("+"):
+        if word not in VARIANT_OPTIONS:
+            raise SystemExit(f"unknown cnnlab variant word {word!r}: choose from {', '.join(VARIANT_OPTIONS)}")
+        config = replace(config, **VARIANT_OPTIONS[word])
+    resolve_speed_options(config, device)  # what `cnnlab train` does with amp=auto, channels_last=None
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = copy.deepcopy(base_model).to(device, memory_format=memory_format)
+    mean, std = dataset.channel_stats()
+    transform = BatchTransform((args.size, args.size), mean, std, crop_padding=0, flip=False, device=device,
+                               memory_format=memory_format)
+    name = f"{variant} ({config.amp}{', channels-last' if config.channels_last else ''})"
+    return CnnlabSide(name, torch.compile(model) if config.compile else model, make_optimizer(config, model),
+                      torch.amp.GradScaler(device.type, enabled=config.amp == "fp16"),
+                      make_autocast(config.amp, device), dataset, transform, config)
+
+
+def cnnlab_epoch(side: CnnlabSide, steps: int) -> None:
+    side.epoch += 1
+    run_epoch(side.forward, side.optimizer, side.scaler, side.autocast, side.dataset, side.transform,
+              side.config, side.epoch, steps, PlainLines(quiet=True))
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+def timed(function, device) -> float:
+    """Seconds of ``function()``, the device's queued work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def synchronize(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def set_cudnn_benchmark(on: bool) -> None:
+    """cnnlab lets cuDNN pick the fastest convolution algorithms; d2l does not."""
+    torch.backends.cudnn.benchmark = on
+
+
+def matmul_peak(device, dtype) -> float:
+    """Best FLOP/s of a square matmul large enough to reach this device's peak."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a @ b  # warm-up
+    return 2 * n ** 3 / min(timed(lambda: a @ b, device) for _ in range(5))
+
+
+def describe_machine(device) -> str:
+    if device.type == "cuda":
+        what = torch.cuda.get_device_name(device)
+    else:
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                   platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+        what = f"{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads"
+    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    return f"{what}; torch {torch.__version__}{load}"
+
+
+def profile_breakdown(args, side: CnnlabSide, loader, device) -> None:
+    """Data handling alone over one epoch, for both; then where one cnnlab epoch spends its time."""
+    steps, images = args.steps, side.dataset.train_images
+    transform_only = timed(lambda: [side.transform(images[i * args.batch_size:(i + 1) * args.batch_size])
+                                    for i in range(steps)], device)
+    loader_only = timed(lambda: [batch[0].to(device) for batch in loader], device)
+    print(f"\ndata handling alone over one epoch ({steps} batches): cnnlab BatchTransform "
+          f"{transform_only:.3f} s; textbook DataLoader (num_workers={loader.num_workers}) {loader_only:.3f} s")
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        cnnlab_epoch(side, steps)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\ncnnlab ({side.name}), one epoch under torch.profiler, by self time:")
+    print(prof.key_averages().table(sort_by=sort, row_limit=args.profile_rows))
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    args.size = args.size or model_spec(args.model).input_size[1]
+    args.batch_size = args.batch_size or (256 if args.size <= 32 else 128)
+    args.steps = args.steps or FASHION_MNIST_TRAIN_IMAGES // args.batch_size
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+
+    # 1) the same images and the same initial model for every pipeline
+    full = load_dataset(args.data, args.data_dir)
+    indices = torch.arange(args.steps * args.batch_size) % len(full.train_labels)  # tiled if short
+    epoch_images = replace(full, train_images=full.train_images[indices], train_labels=full.train_labels[indices])
+    torch.manual_seed(args.seed)
+    base_model = create_model(args.model, in_channels=full.channels, num_classes=full.num_classes)
+    init_xavier(base_model)
+
+    # 2) the pipelines: name -> (one epoch, precision of its arithmetic, whether cnnlab)
+    pipelines = {}
+    for w in workers:
+        net = copy.deepcopy(base_model).to(device)
+        optimizer, loss = torch.optim.SGD(net.parameters(), lr=args.lr), nn.CrossEntropyLoss()
+        loader = textbook_loader(args, epoch_images, indices, w)
+        pipelines[f"textbook, num_workers={w}"] = (
+            lambda net=net, loader=loader, optimizer=optimizer, loss=loss:
+                textbook_epoch(net, loader, optimizer, loss, device), "off", False)
+    sides = [cnnlab_side(variant, args, base_model, epoch_images.to(device), device) for variant in args.cnnlab]
+    for side in sides:
+        pipelines[f"cnnlab {side.name}"] = (lambda side=side: cnnlab_epoch(side, args.steps), side.config.amp, True)
+
+    # 3) interleaved timing: every pipeline once per round; round 0 is the warm-up
+    print(f"{args.model} on {args.data} at {args.size}x{args.size}, batch {args.batch_size}, "
+          f"{args.steps} steps ({args.steps * args.batch_size:,} images) per epoch, {device}")
+    print(describe_machine(device))
+    times = {name: [] for name in pipelines}
+    for repeat in range(args.repeats + 1):
+        for name, (epoch, _, is_cnnlab) in pipelines.items():
+            set_cudnn_benchmark(is_cnnlab and device.type == "cuda")
+            seconds = timed(epoch, device)
+            if repeat:
+                times[name].append(seconds)
+            print(f"  {f'repeat {repeat}' if repeat else 'warm-up'}: {name}: {seconds:.2f} s", flush=True)
+
+    # 4) the table
+    peaks = {amp: matmul_peak(device, dtype) for amp, dtype in AMP_PEAK_DTYPES.items()
+             if device.type == "cuda" or amp != "fp16"}
+    macs = count_macs(base_model, full.channels, args.size)
+    print_table(args, times, {name: amp for name, (_, amp, _) in pipelines.items()}, peaks, macs)
+    print(f"matmul peak on {device}: " + ", ".join(f"{str(AMP_PEAK_DTYPES[amp]).removeprefix('torch.')} {peak / 1e9:.0f} GFLOP/s"
+                                                   for amp, peak in peaks.items())
+          + f"; {args.model} does {macs / 1e6:.1f} M MACs per image forward, 6x that in FLOPs to train")
+    if args.profile:
+        profile_breakdown(args, sides[0], textbook_loader(args, epoch_images, indices, 0), device)
+
+
+def print_table(args, times: dict, precision: dict, peaks: dict, macs: int) -> None:
+    """images/s (median and range), ratio to the fastest textbook pipeline, achieved FLOP/s."""
+    images = args.steps * args.batch_size
+    rate = {name: images / statistics.median(seconds) for name, seconds in times.items()}
+    textbook = [rate[name] for name in rate if name.startswith("textbook")]
+    baseline = max(textbook) if textbook else None
+    print(f"\n{'pipeline':<46}{'images/s':>10}{'min-max':>15}{'vs textbook':>13}{'GFLOP/s':>9}{'of peak':>9}")
+    for name, seconds in times.items():
+        spread = f"{images / max(seconds):.0f}-{images / min(seconds):.0f}"
+        ratio = f"{rate[name] / baseline:.2f}x" if baseline else "-"
+        flops = rate[name] * 6 * macs
+        print(f"{name:<46}{rate[name]:>10.1f}{spread:>15}{ratio:>13}{flops / 1e9:>9.1f}"
+              f"{flops / peaks[precision[name]]:>9.0%}")
+    if baseline:
+        print(f"(medians of {args.repeats} timed epochs; ratios against the fastest textbook pipeline, "
+              f"{baseline:.1f} images/s; peak: a matmul in the pipeline's precision)")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("model", nargs="?", default="lenet", help="a cnnlab model (default: lenet)")
+    parser.add_argument("--data", choices=("digits", "fashion-mnist"), default="digits")
+    parser.add_argument("--data-dir", default=None, help="holds FashionMNIST/raw (torchvision's layout)")
+    parser.add_argument("--size", type=int, default=None, help="input side (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: d2l's, 256 up to 32x32 inputs, else 128")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="batches per timed epoch (default: one Fashion-MNIST epoch)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per pipeline (median shown)")
+    parser.add_argument("--workers", default="0,2,4", help="textbook DataLoader num_workers to time (d2l: 4)")
+    parser.add_argument("--cnnlab", nargs="+", default=["default", "plain"], metavar="VARIANT",
+                        help=f"cnnlab variants: words joined by +, from {', '.join(VARIANT_OPTIONS)}")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time data handling alone, and profile one cnnlab epoch")
+    parser.add_argument("--profile-rows", type=int, default=15)
+    return parser.parse_args()
+
+
+def count_macs(model: nn.Module, channels: int, size: int) -> int:
+    from cnnlab.summary import summarize
+
+    return summarize(model, input_size=(channels, size, size)).totals.macs
+
+
+if __name__ == "__main__":
+    main()

@@ -213,13 +213,37 @@ ChannelsLastOption = Annotated[Optional[bool], typer.Option(
     "--channels-last/--no-channels-last", rich_help_panel=DEVICE, show_default=False,
     help="Channels-last memory format (default: on for CPU and CUDA).")]
 CompileOption = Annotated[bool, typer.Option("--compile", rich_help_panel=DEVICE, help="torch.compile the model.")]
+GpusOption = Annotated[Optional[str], typer.Option(
+    rich_help_panel=DEVICE, show_default=False, metavar="N,N,...",
+    help="Train on these GPUs of this machine at once, one process each (DistributedDataParallel, "
+         "launched with torch.distributed.run); --batch-size is the global batch.")]
+SyncBnOption = Annotated[bool, typer.Option(
+    "--sync-bn", rich_help_panel=DEVICE, help="With several GPUs: batch norm over the global batch, not each GPU's share.")]
 NameOption = Annotated[Optional[str], typer.Option(
     rich_help_panel=STORE, show_default=False, help="Run name (default: <model>-<data>-<timestamp>); never overwritten.")]
 RunsDirOption = Annotated[Path, typer.Option(rich_help_panel=STORE, help="Where runs are stored.")]
 ResumeOption = Annotated[Optional[Path], typer.Option(
     rich_help_panel=STORE, show_default=False, metavar="RUN",
-    help="Continue RUN from its last finished epoch; only --epochs and --device/--gpu may change.")]
-RESUME_OPTIONS = ("resume", "epochs", "device", "gpu")  # the options --resume accepts
+    help="Continue RUN from its last finished epoch; only --epochs, --device/--gpu and --gpus may change.")]
+RESUME_OPTIONS = ("resume", "epochs", "device", "gpu", "gpus")  # the options --resume accepts
+
+
+def given_arguments(ctx: typer.Context, leave_out: tuple[str, ...] = ()) -> list[str]:
+    """Arguments that give ``ctx``'s command the values it was given (defaults left out), less
+    ``leave_out``: how --gpus hands the command on to its processes."""
+    args = []
+    for param in ctx.command.params:
+        if param.name in leave_out or ctx.get_parameter_source(param.name).name == "DEFAULT":
+            continue
+        value = ctx.params[param.name]
+        value = getattr(value, "value", value)  # a choice's Enum member
+        if param.param_type_name == "argument":
+            args.append(str(value))
+        elif param.is_flag:
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            args.append(f"{param.opts[0]}={value}")
+    return args
 
 
 def device_option(device: str, gpu: Optional[int]) -> str:
@@ -264,6 +288,8 @@ def train(
     amp: AmpOption = AmpChoice.auto,
     channels_last: ChannelsLastOption = None,
     compile: CompileOption = False,
+    sync_bn: SyncBnOption = False,
+    gpus: GpusOption = None,
     name: NameOption = None,
     runs_dir: RunsDirOption = Path("runs"),
     resume: ResumeOption = None,
@@ -272,6 +298,7 @@ def train(
     epoch; val_* is the data set's test split, as in d2l), summary.csv, last.pt and best.pt.
 
     Ctrl-C keeps every finished epoch (exit code 130); continue with --resume runs/<name>.
+    Under torchrun (or with --gpus) every process runs this command and rank 0 records the run.
     """
     from dataclasses import replace
 
@@ -286,7 +313,7 @@ def train(
         refused = [shown for name, shown in given.items() if name not in RESUME_OPTIONS]
         if refused:
             raise UsageError(f"--resume continues a run with its own options; {refused[0]} cannot be "
-                             f"given (only --epochs and --device or --gpu can)")
+                             f"given (only --epochs, --device, --gpu and --gpus can)")
         changes = {"epochs": epochs} if "epochs" in given else {}
         if "device" in given or "gpu" in given:
             changes["device"] = device
@@ -300,7 +327,15 @@ def train(
             optimizer=optimizer.value, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
             schedule=schedule.value, warmup_epochs=warmup_epochs, step_every=step_every, step_gamma=step_gamma,
             label_smoothing=label_smoothing, clip_grad=clip_grad, init=init.value, seed=seed, device=device,
-            amp=amp.value, channels_last=channels_last, compile=compile, name=name, runs_dir=str(runs_dir))
+            amp=amp.value, channels_last=channels_last, compile=compile, sync_bn=sync_bn, name=name,
+            runs_dir=str(runs_dir))
+    if gpus is not None:  # one process per GPU, each running this command without --gpus
+        from cnnlab.distributed import launch_on_gpus, parse_gpus
+
+        if device != "auto":
+            raise UsageError("--gpus chooses the GPUs; leave out --device and --gpu")
+        code = launch_on_gpus(parse_gpus(gpus), ["train", *given_arguments(ctx, leave_out=("gpus",)), "--device=cuda"])
+        raise typer.Exit(code)  # the processes have reported their own errors
     try:
         train_model(config, resume=resume)
     except KeyboardInterrupt:  # before the first epoch began: nothing to keep

@@ -32,6 +32,7 @@ from urllib.error import URLError
 import torch
 import torch.nn.functional as F
 
+from cnnlab.distributed import local_main_first
 from cnnlab.errors import DataMissing, UnknownDataset
 
 DATA_DIR_ENV = "CNNLAB_DATA_DIR"
@@ -108,7 +109,8 @@ def load_dataset(name: str = "digits", data_dir=None, *, image_size: int | None 
     if name == "digits":
         dataset = load_digits()
     elif name in TORCHVISION_SETS:
-        dataset = load_torchvision(name, Path(data_dir) if data_dir else default_data_dir())
+        with local_main_first():  # under torchrun: one download per machine, not one per process
+            dataset = load_torchvision(name, Path(data_dir) if data_dir else default_data_dir())
     elif Path(name).expanduser().is_dir():
         dataset = load_image_folder(Path(name).expanduser(), image_size or 224)
     else:

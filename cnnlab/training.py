@@ -14,6 +14,10 @@ Every epoch's randomness (shuffling, augmentation, dropout) is a pure function o
 ``(seed, epoch)``, so a run interrupted with Ctrl-C and continued with ``resume=`` gives the
 same metrics on the CPU as one that was never interrupted. Per-epoch sums (loss, correct,
 count) stay on the device and are read once per progress refresh: no ``.item()`` per step.
+
+Under torchrun every process runs this same loop (cnnlab/distributed.py): each takes its rows
+of every global batch and of the test split, DDP averages the gradients, the per-epoch sums
+are added up over the processes, and only rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnlab
+from cnnlab import distributed
 from cnnlab.data import BatchTransform, default_data_dir, load_dataset
-from cnnlab.errors import (BadCheckpoint, DeviceUnavailable, RunExists, TrainingDiverged,
+from cnnlab.errors import (BadCheckpoint, DeviceUnavailable, PeerFailed, RunExists, TrainingDiverged,
                            TrainingInterrupted, UsageError)
 from cnnlab.models import create_model, model_spec
 from cnnlab.runs import DEFAULT_RUNS_DIR, Run, atomic_write_text, load_checkpoint
@@ -85,6 +90,7 @@ class TrainConfig:
                                    # where the hardware multiplies in it (see native_bf16), else off
     channels_last: bool | None = None  # None: on for cpu and cuda, where convolutions run faster in it
     compile: bool = False          # torch.compile the model
+    sync_bn: bool = False          # under torchrun: batch norm over the global batch (SyncBatchNorm, CUDA only)
     # -- the run store
     name: str | None = None        # None: <model>-<data>-<timestamp>
     runs_dir: str = DEFAULT_RUNS_DIR
@@ -134,7 +140,9 @@ def train(config: TrainConfig | None = None, *, resume=None, progress="auto") ->
                         f"or continue it with --resume {existing}")
 
     # 2) device, data, model, optimiser: everything that can fail, before anything is written
-    device = resolve_device(config.device)
+    device = resolve_device(distributed.process_device(config.device))  # under torchrun: this process's GPU
+    distributed.join_process_group(device)  # under torchrun: one of several processes; else nothing
+    distributed.local_batch_size(config.batch_size)  # --batch-size is global: it must split evenly
     resolve_speed_options(config, device)
     spec = model_spec(config.model)
     config.resize = config.resize or spec.input_size[1]
@@ -149,7 +157,8 @@ def train(config: TrainConfig | None = None, *, resume=None, progress="auto") ->
     summary = summarize(model, input_size=input_size)  # an input the model cannot take fails here
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    forward = torch.compile(model) if config.compile else model  # checkpoints save `model`
+    forward = distributed.distribute(model, device, config.sync_bn)  # under torchrun: DDP
+    forward = torch.compile(forward) if config.compile else forward  # checkpoints save `model`
     mean, std = dataset.channel_stats() if config.normalize else ([0.0] * dataset.channels, [1.0] * dataset.channels)
     transform = BatchTransform(input_size[1:], mean, std, crop_padding=config.crop_padding,
                                flip=config.flip, device=device, memory_format=memory_format)
@@ -160,20 +169,26 @@ def train(config: TrainConfig | None = None, *, resume=None, progress="auto") ->
     steps_per_epoch = max(1, len(dataset.train_labels) // config.batch_size)
 
     # 3) the run directory: a new one, or the resumed one rolled back to its last checkpoint
+    #    (under torchrun only rank 0 writes it; the other processes learn its path)
+    main = distributed.is_main()
     if run is None:
-        run = Run.create(config.runs_dir, config.name, model=config.model, data=dataset.name)
-        config.name = run.name
-        atomic_write_text(run.path / "summary.csv", to_csv(summary))
-        run.write_config(describe_run(config, dataset, input_size, device, mean, std, summary.totals))
+        if main:
+            run = Run.create(config.runs_dir, config.name, model=config.model, data=dataset.name)
+            config.name = run.name
+            atomic_write_text(run.path / "summary.csv", to_csv(summary))
+            run.write_config(describe_run(config, dataset, input_size, device, mean, std, summary.totals))
+        run = Run(distributed.broadcast_from_main(run and run.path))
         start_epoch, best_val_acc, best_epoch = 0, -1.0, 0
     else:
         start_epoch, best_val_acc, best_epoch = restore(run, model, optimizer, scaler, device)
-        run.truncate_metrics(start_epoch)
-        run.write_config({**run.read_config(), "epochs": config.epochs, "device": str(device)})
-    saved = run.read_config()  # goes into every checkpoint, so a .pt file describes itself
+        if main:
+            run.truncate_metrics(start_epoch)
+            run.write_config({**run.read_config(), "epochs": config.epochs, "device": str(device),
+                              "world_size": distributed.world_size()})
+    saved = run.read_config() if main else None  # goes into every checkpoint, so a .pt file describes itself
 
     # 4) the loop: train, evaluate, record; Ctrl-C discards only the epoch in progress
-    reporter = make_reporter(progress)
+    reporter = make_reporter(progress if main else "none")
     reporter.start(describe_start(config, dataset, summary.totals.params, input_size, device, run, start_epoch))
     finished_epoch = start_epoch
     try:
@@ -196,16 +211,22 @@ def train(config: TrainConfig | None = None, *, resume=None, progress="auto") ->
                          best_epoch=best_epoch, model=model.state_dict(),
                          optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), config=saved)
             with interrupts_deferred():  # the epoch is recorded whole, or not at all
-                run.append_metrics(row)
-                run.save_checkpoint("last.pt", state)
-                if improved:
-                    run.save_checkpoint("best.pt", state)
+                if main:
+                    run.append_metrics(row)
+                    run.save_checkpoint("last.pt", state)
+                    if improved:
+                        run.save_checkpoint("best.pt", state)
                 finished_epoch = epoch
                 reporter.epoch_end(row, config.epochs)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             f"interrupted; {finished_epoch} finished epoch(s) are kept in {run.path} "
             f"(continue with: cnnlab train --resume {run.path})") from None
+    except RuntimeError as error:  # under torchrun: a collective failed, another process died or hung
+        if not distributed.is_peer_failure(error):
+            raise
+        raise PeerFailed(f"{distributed.peer_failure_message(error)}; {finished_epoch} finished epoch(s) "
+                         f"are kept in {run.path} (continue with --resume {run.path})") from None
     finally:
         reporter.close()
     reporter.finish(run, best_val_acc, best_epoch)
@@ -333,17 +354,21 @@ def run_epoch(model, optimizer, scaler, autocast, dataset, transform, config, ep
     """One pass over the shuffled training images; returns loss, accuracy, first lr, images/s."""
     model.train()
     device = dataset.train_images.device
-    # the epoch's randomness depends on (seed, epoch) only: a resumed run repeats it exactly
-    torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout and other in-model randomness
+    # the epoch's randomness depends on (seed, epoch, rank) only: a resumed run repeats it exactly
+    rank = distributed.rank()  # 0 unless under torchrun
+    torch.manual_seed(epoch_seed(config.seed, epoch, rank))  # dropout and other in-model randomness
     generator = torch.Generator(device).manual_seed(epoch_seed(config.seed, epoch))  # data order, augmentation
-    order = torch.randperm(len(dataset.train_labels), device=device, generator=generator)
-    # (a distributed run would keep its own shard of `order` here)
+    order = torch.randperm(len(dataset.train_labels), device=device, generator=generator)  # the same everywhere
+    order = distributed.shard(order)  # under torchrun: this process's rows of every global batch
+    batch_size = distributed.local_batch_size(config.batch_size)
+    if rank:  # the other processes augment with random numbers of their own
+        generator.manual_seed(epoch_seed(config.seed, epoch, rank))
     sums = torch.zeros(3, device=device)  # loss sum, correct predictions, images
     first_lr = get_lr(config, (epoch - 1) * steps_per_epoch, steps_per_epoch)
     reporter.epoch_start(epoch, config.epochs, steps_per_epoch)
     started = time.perf_counter()
     for step in range(steps_per_epoch):
-        batch = order[step * config.batch_size:(step + 1) * config.batch_size]
+        batch = order[step * batch_size:(step + 1) * batch_size]
         x = transform(dataset.train_images[batch], augment=True, generator=generator)
         y = dataset.train_labels[batch]
         lr = get_lr(config, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
@@ -366,8 +391,7 @@ def run_epoch(model, optimizer, scaler, autocast, dataset, transform, config, ep
             if not math.isfinite(loss_sum):
                 raise diverged(epoch, config)
             reporter.step(step + 1, loss_sum / count, correct / count, count / (time.perf_counter() - started))
-    # (a distributed run would all-reduce `sums` here)
-    loss_sum, correct, count = sums.tolist()
+    loss_sum, correct, count = distributed.all_reduce_sums(sums).tolist()  # under torchrun: of all processes
     seconds = time.perf_counter() - started
     if not math.isfinite(loss_sum):
         raise diverged(epoch, config)
@@ -378,6 +402,8 @@ def run_epoch(model, optimizer, scaler, autocast, dataset, transform, config, ep
 def evaluate_split(model, autocast, images, labels, transform, batch_size) -> tuple[float, float]:
     """Mean cross-entropy (without label smoothing) and top-1 accuracy on a split."""
     model.eval()
+    distributed.share_main_buffers(model)  # under torchrun: rank 0's batch-norm statistics, as it saves them
+    images, labels = distributed.shard(images), distributed.shard(labels)  # every image once, on one process
     sums = torch.zeros(3, device=images.device)  # loss sum, correct predictions, images
     for start in range(0, len(labels), batch_size):
         x = transform(images[start:start + batch_size])
@@ -386,13 +412,12 @@ def evaluate_split(model, autocast, images, labels, transform, batch_size) -> tu
             logits = model(x)
         loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
         sums += torch.stack([loss_sum, (logits.argmax(1) == y).sum(), sums.new_full((), len(y))])
-    # (a distributed run would all-reduce `sums` here)
-    loss_sum, correct, count = sums.tolist()
+    loss_sum, correct, count = distributed.all_reduce_sums(sums).tolist()  # the whole split
     return loss_sum / count, correct / count
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    return seed * 1_000_003 + epoch + rank * 1_000_003 ** 2
 
 
 def diverged(epoch: int, config: TrainConfig) -> TrainingDiverged:
@@ -458,7 +483,7 @@ def describe_run(config: TrainConfig, dataset, input_size, device, mean, std, to
         "std": std,
         "model_stats": {"params": totals.params, "trainable_params": totals.trainable_params,
                         "macs": totals.macs},
-        "world_size": 1,
+        "world_size": distributed.world_size(),
         "versions": versions(),
         "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
@@ -493,7 +518,12 @@ def describe_start(config, dataset, params, input_size, device, run, start_epoch
     what = f"resuming {run.path} after epoch {start_epoch}" if start_epoch else f"run {run.path}"
     return (f"{what}: {config.model} ({params:,} parameters) on {dataset.name} "
             f"({len(dataset.train_labels)} train / {len(dataset.test_labels)} test images at "
-            f"{'x'.join(map(str, input_size))}), {config.epochs} epoch(s) on {device}")
+            f"{'x'.join(map(str, input_size))}), {config.epochs} epoch(s) on {where_training(device)}")
+
+
+def where_training(device) -> str:
+    processes = distributed.world_size()
+    return f"{processes} processes ({device.type})" if processes > 1 else str(device)
 
 
 def format_row(row: dict, epochs: int) -> str:

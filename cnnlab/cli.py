@@ -62,11 +62,6 @@ def write_text(text: str, out: Optional[Path]) -> None:
         typer.echo(f"wrote {out}", err=True)
 
 
-def not_yet(command: str) -> None:
-    typer.echo(f"error: 'cnnlab {command}' is not yet implemented", err=True)
-    raise typer.Exit(1)
-
-
 @app.command()
 @reports_errors
 def models(

@@ -185,6 +185,7 @@ class Run:
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load a checkpoint safely: tensors and plain containers only, never pickled code."""
     import pickle
+    import warnings
 
     import torch
 
@@ -192,17 +193,27 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise BadCheckpoint(f"checkpoint {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it refuses anyway
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise BadCheckpoint(f"checkpoint {str(path)!r} was refused by the safe loader: "
-                            f"{first_line}") from None
+        raise BadCheckpoint(f"checkpoint {str(path)!r} was refused by the safe loader, which takes "
+                            f"only tensors and plain containers ({refusal_reason(e)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BadCheckpoint(f"checkpoint {str(path)!r} is corrupt or truncated ({reason})") from None
     if not isinstance(state, dict):
         raise BadCheckpoint(f"checkpoint {str(path)!r} does not hold a cnnlab state dictionary")
     return state
+
+
+def refusal_reason(error: Exception) -> str:
+    """The specific line of torch's weights-only refusal (e.g. "Trying to load unsupported GLOBAL
+    posix.system ..."), without the boilerplate around it that suggests weights_only=False."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(error).splitlines()]
+    specific = [line for line in lines if line and not line.startswith(boilerplate)]
+    return specific[0] if specific else "not a checkpoint of tensors"
 
 
 def list_runs(runs_dir=DEFAULT_RUNS_DIR, pattern: str = "*") -> list[Run]:

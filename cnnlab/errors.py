@@ -6,6 +6,13 @@ with ``exit_code``. Any other exception is a bug and keeps its traceback.
 """
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name when the message is empty): what
+    a one-line report quotes from a library's multi-line error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class CnnlabError(Exception):
     """A problem with the user's request, reported as one line."""
 

@@ -23,7 +23,7 @@ import re
 import time
 from pathlib import Path
 
-from cnnlab.errors import BadCheckpoint, NotARun, RunExists
+from cnnlab.errors import BadCheckpoint, NotARun, RunExists, first_line
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                    "epoch_seconds", "images_per_second"]
@@ -82,8 +82,7 @@ class Run:
             try:
                 path.mkdir()
             except FileExistsError:
-                raise RunExists(f"run {str(path)!r} already exists; choose another --name "
-                                f"or continue it with --resume {path}") from None
+                raise run_exists(path) from None
             return cls(path)
         base = slugify(f"{model}-{Path(data).name or data}-{time.strftime('%Y%m%d-%H%M%S')}")
         for attempt in range(1, 1000):
@@ -182,6 +181,12 @@ class Run:
         return load_checkpoint(self.path / filename, map_location)
 
 
+def run_exists(path: Path) -> RunExists:
+    """The error for a run name already taken: runs are never reused or overwritten."""
+    return RunExists(f"run {str(path)!r} already exists; choose another --name "
+                     f"or continue it with --resume {path}")
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load a checkpoint safely: tensors and plain containers only, never pickled code."""
     import pickle
@@ -200,8 +205,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise BadCheckpoint(f"checkpoint {str(path)!r} was refused by the safe loader, which takes "
                             f"only tensors and plain containers ({refusal_reason(e)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BadCheckpoint(f"checkpoint {str(path)!r} is corrupt or truncated ({reason})") from None
+        raise BadCheckpoint(f"checkpoint {str(path)!r} is corrupt or truncated ({first_line(e)})") from None
     if not isinstance(state, dict):
         raise BadCheckpoint(f"checkpoint {str(path)!r} does not hold a cnnlab state dictionary")
     return state

@@ -41,10 +41,10 @@ from torch import nn
 import cnnlab
 from cnnlab import distributed
 from cnnlab.data import BatchTransform, default_data_dir, load_dataset
-from cnnlab.errors import (BadCheckpoint, DeviceUnavailable, PeerFailed, RunExists, TrainingDiverged,
-                           TrainingInterrupted, UsageError)
+from cnnlab.errors import (BadCheckpoint, DeviceUnavailable, PeerFailed, TrainingDiverged,
+                           TrainingInterrupted, UsageError, first_line)
 from cnnlab.models import create_model, model_spec
-from cnnlab.runs import DEFAULT_RUNS_DIR, Run, atomic_write_text, load_checkpoint
+from cnnlab.runs import DEFAULT_RUNS_DIR, Run, atomic_write_text, load_checkpoint, run_exists
 from cnnlab.summary import summarize, to_csv
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -135,9 +135,7 @@ def train(config: TrainConfig | None = None, *, resume=None, progress="auto") ->
     config = resumed_config(run, config) if run else replace(config or TrainConfig())
     config.validate()
     if run is None and config.name and (Path(config.runs_dir) / config.name).exists():
-        existing = Path(config.runs_dir) / config.name  # say so before any slow work
-        raise RunExists(f"run {str(existing)!r} already exists; choose another --name "
-                        f"or continue it with --resume {existing}")
+        raise run_exists(Path(config.runs_dir) / config.name)  # say so before any slow work
 
     # 2) device, data, model, optimiser: everything that can fail, before anything is written
     device = resolve_device(distributed.process_device(config.device))  # under torchrun: this process's GPU
@@ -465,8 +463,7 @@ def load_model_state(model: nn.Module, state: dict, path) -> None:
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        reason = str(e).strip().splitlines()[0]
-        raise BadCheckpoint(f"checkpoint {str(path)!r} does not fit the model ({reason})") from None
+        raise BadCheckpoint(f"checkpoint {str(path)!r} does not fit the model ({first_line(e)})") from None
 
 
 def describe_run(config: TrainConfig, dataset, input_size, device, mean, std, totals) -> dict:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from cnnlab.errors import first_line
+
 
 @dataclass(eq=False)
 class Step:
@@ -78,7 +80,7 @@ class StepFailed(Exception):
 
     def __init__(self, name: str, type_: str, input_shapes: list[tuple[int, ...]], error: Exception):
         self.name, self.type, self.input_shapes, self.error = name, type_, input_shapes, error
-        self.reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        self.reason = first_line(error)
         super().__init__(f"{name} ({type_}): {self.reason}")
 
 

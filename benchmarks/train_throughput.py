@@ -46,10 +46,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from cnnlab.config import TrainConfig
 from cnnlab.data import BatchTransform, load_dataset
+from cnnlab.devices import Placement, resolve_device
+from cnnlab.distributed import World
 from cnnlab.models import create_model, model_spec
-from cnnlab.training import (PlainLines, TrainConfig, init_xavier, make_autocast, make_optimizer,
-                             resolve_device, resolve_speed_options, run_epoch)
+from cnnlab.progress import PlainLines
+from cnnlab.training import init_xavier, make_optimizer, run_epoch
 
 FASHION_MNIST_TRAIN_IMAGES = 60_000
 AMP_PEAK_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -122,7 +125,7 @@ class CnnlabSide:
     forward: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    autocast: object
+    placement: Placement
     dataset: object
     transform: BatchTransform
     config: TrainConfig
@@ -139,22 +142,20 @@ def cnnlab_side(variant: str, args, base_model, dataset, device) -> CnnlabSide:
         if word not in VARIANT_OPTIONS:
             raise SystemExit(f"unknown cnnlab variant word {word!r}: choose from {', '.join(VARIANT_OPTIONS)}")
         config = replace(config, **VARIANT_OPTIONS[word])
-    resolve_speed_options(config, device)  # what `cnnlab train` does with amp=auto, channels_last=None
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = copy.deepcopy(base_model).to(device, memory_format=memory_format)
+    placement = Placement.choose(device, config.amp, config.channels_last)  # as `cnnlab train` does
+    model = placement.place(copy.deepcopy(base_model))
     mean, std = dataset.channel_stats()
-    transform = BatchTransform((args.size, args.size), mean, std, crop_padding=0, flip=False, device=device,
-                               memory_format=memory_format)
-    name = f"{variant} ({config.amp}{', channels-last' if config.channels_last else ''})"
+    transform = placement.transform((args.size, args.size), mean, std, crop_padding=0, flip=False)
+    name = f"{variant} ({placement.amp}{', channels-last' if placement.channels_last else ''})"
     return CnnlabSide(name, torch.compile(model) if config.compile else model, make_optimizer(config, model),
-                      torch.amp.GradScaler(device.type, enabled=config.amp == "fp16"),
-                      make_autocast(config.amp, device), dataset, transform, config)
+                      torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),
+                      placement, dataset, transform, config)
 
 
 def cnnlab_epoch(side: CnnlabSide, steps: int) -> None:
     side.epoch += 1
-    run_epoch(side.forward, side.optimizer, side.scaler, side.autocast, side.dataset, side.transform,
-              side.config, side.epoch, steps, PlainLines(quiet=True))
+    run_epoch(side.forward, side.optimizer, side.scaler, side.placement, side.dataset, side.transform,
+              side.config, side.epoch, steps, PlainLines(quiet=True), World(side.placement.device))
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def main() -> None:
                 textbook_epoch(net, loader, optimizer, loss, device), "off", False)
     sides = [cnnlab_side(variant, args, base_model, epoch_images.to(device), device) for variant in args.cnnlab]
     for side in sides:
-        pipelines[f"cnnlab {side.name}"] = (lambda side=side: cnnlab_epoch(side, args.steps), side.config.amp, True)
+        pipelines[f"cnnlab {side.name}"] = (lambda side=side: cnnlab_epoch(side, args.steps), side.placement.amp, True)
 
     # 3) interleaved timing: every pipeline once per round; round 0 is the warm-up
     print(f"{args.model} on {args.data} at {args.size}x{args.size}, batch {args.batch_size}, "

@@ -24,11 +24,13 @@ _API = {
     "summarize": "cnnlab.summary",
     # (modules named unlike the functions: importing a submodule cnnlab.train would rebind
     # the package attribute ``cnnlab.train`` from the function to the module)
-    "TrainConfig": "cnnlab.training",
+    "TrainConfig": "cnnlab.config",
     "train": "cnnlab.training",
+    "resume": "cnnlab.training",
     "evaluate": "cnnlab.evaluation",
     "load_dataset": "cnnlab.data",
     "Run": "cnnlab.runs",
+    "RunRecord": "cnnlab.runs",
     "list_runs": "cnnlab.runs",
     "compare_runs": "cnnlab.compare",
     "plot_runs": "cnnlab.plots",

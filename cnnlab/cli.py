@@ -4,14 +4,16 @@ and renders the result. torch, pandas and matplotlib are imported inside the com
 """
 
 import functools
+import inspect
 import os
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from cnnlab.config import DEVICE as DEVICE_PANEL
+from cnnlab.config import STORE as STORE_PANEL
 from cnnlab.errors import CnnlabError
 
 app = typer.Typer(
@@ -47,58 +49,40 @@ class OutputFormat(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
+    markdown = "markdown"
 
 
+# the same flag means the same thing in every command
 ModelArg = Annotated[str, typer.Argument(help="Model name (see 'cnnlab models') or torchvision:<name>.")]
-OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of the screen.")]
-
-
-def write_text(text: str, out: Optional[Path]) -> None:
-    """Print ``text`` or write it to ``out``."""
-    if out is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    else:
-        out.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {out}", err=True)
+OutOption = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", show_default=False, help="Write to this file instead of the screen.")]
+FormatOption = Annotated[Optional[OutputFormat], typer.Option(
+    "--format", "-f", show_default=False,
+    help="table, csv, json or markdown (default: from --out's extension .csv, .json or .md, else a table).")]
+DataDirOption = Annotated[Optional[Path], typer.Option(
+    show_default=False, help="Where downloads go (default: $CNNLAB_DATA_DIR or ~/.cache/cnnlab).")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+GpuOption = Annotated[Optional[int], typer.Option(
+    show_default=False, help="Use CUDA GPU N (the same as --device cuda:N).")]
 
 
 @app.command()
 @reports_errors
 def models(
     pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'resnet*'.")] = "*",
-    format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+    format: FormatOption = None,
     out: OutOption = None,
 ):
     """List the model zoo: name, family, year, parameters at the default input, default input."""
-    import csv
-    import io
-    import json
-
     from cnnlab.models import describe_models
+    from cnnlab.render import output_format, rows_as, show
 
-    records = describe_models(pattern)
-    columns = ["name", "family", "year", "params", "input", "classes", "description"]
-    rows = [[r.name, r.family, r.year, r.params, "x".join(map(str, r.input_size)), r.num_classes,
-             r.description] for r in records]
-    if format is OutputFormat.json:
-        write_text(json.dumps([dict(zip(columns, row)) for row in rows], indent=2), out)
-    elif format is OutputFormat.csv:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerows([columns, *rows])
-        write_text(buffer.getvalue(), out)
-    else:
-        from rich.console import Console
-        from rich.table import Column, Table
-
-        table = Table("name", "family", "year", Column("params", justify="right"), "input", "classes")
-        for row in rows:
-            table.add_row(*[f"{value:,}" if column == "params" else str(value)
-                            for column, value in zip(columns, row[:-1])])
-        console = Console() if out is None else Console(file=io.StringIO(), width=100)
-        console.print(table)
-        if out is not None:
-            write_text(console.file.getvalue(), out)
+    fmt = output_format(format and format.value, out)
+    rows = [dict(name=r.name, family=r.family, year=r.year, params=r.params,
+                 input="x".join(map(str, r.input_size)), classes=r.num_classes,
+                 **({"description": r.description} if fmt in ("csv", "json") else {}))
+            for r in describe_models(pattern)]
+    show(rows_as(rows, fmt, right=("params", "classes")), out)
 
 
 @app.command()
@@ -107,54 +91,28 @@ def summary(
     model: ModelArg,
     input: Annotated[Optional[str], typer.Option(
         "--input", "-i", help="Input size CxHxW, HxW or one side (default: the model's natural input).")] = None,
-    classes: Annotated[Optional[int], typer.Option("--classes", "-c", min=1, help="Number of classes.")] = None,
+    classes: Annotated[Optional[int], typer.Option(help="Number of classes.", show_default=False)] = None,
     depth: Annotated[Optional[int], typer.Option(
-        "--depth", "-d", min=1, help="Nesting level shown; containers there add up their layers (default: all).")] = None,
-    format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+        help="Nesting level shown; containers there add up their layers (default: all).", show_default=False)] = None,
+    format: FormatOption = None,
     out: OutOption = None,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show the arithmetic behind output sizes, parameters, MACs and fields.")] = False,
 ):
     """Show every layer's output shape, parameters, MACs and receptive field (size, jump, start)."""
-    from cnnlab.summary import parse_input_size, render_table, summarize, to_csv, to_json, to_text
+    from cnnlab.config import check_bounds
+    from cnnlab.render import output_format, show
+    from cnnlab.summary import parse_input_size, render_table, summarize, to_csv, to_json
 
+    fmt = output_format(format and format.value, out, allowed=("table", "csv", "json"))
+    for name, value in (("--classes", classes), ("--depth", depth)):
+        if value is not None:
+            check_bounds(name, value, low=1, high=1_000_000)
     input_size = parse_input_size(input) if input is not None else None
     result = summarize(model, input_size=input_size, num_classes=classes)
-    if format is OutputFormat.csv:
-        write_text(to_csv(result, depth, explain), out)
-    elif format is OutputFormat.json:
-        write_text(to_json(result, depth), out)
-    elif out is not None:
-        write_text(to_text(result, depth, explain), out)
-    else:
-        from rich.console import Console
-
-        Console(width=None if sys.stdout.isatty() else 160).print(render_table(result, depth, explain))
-
-
-class OptimizerChoice(str, Enum):
-    sgd = "sgd"
-    adam = "adam"
-    adamw = "adamw"
-
-
-class ScheduleChoice(str, Enum):
-    constant = "constant"
-    step = "step"
-    cosine = "cosine"
-    onecycle = "onecycle"
-
-
-class InitChoice(str, Enum):
-    default = "default"
-    xavier = "xavier"
-
-
-class AmpChoice(str, Enum):
-    auto = "auto"
-    off = "off"
-    bf16 = "bf16"
-    fp16 = "fp16"
+    content = {"csv": lambda: to_csv(result, depth, explain), "json": lambda: to_json(result, depth),
+               "table": lambda: render_table(result, depth, explain)}[fmt]()
+    show(content, out)
 
 
 class CheckpointChoice(str, Enum):
@@ -162,65 +120,106 @@ class CheckpointChoice(str, Enum):
     best = "best"
 
 
-DATA, OPTIMISATION, DEVICE, STORE = "Data", "Optimisation", "Device and speed", "Run store"
-# Defaults repeat TrainConfig's (cli.py must not import torch); a test keeps the two equal.
-DataOption = Annotated[str, typer.Option(
-    "--data", "-d", rich_help_panel=DATA, help="digits (embedded, no download), mnist, fashion-mnist, kmnist, "
-    "cifar10, cifar100, svhn, or an ImageFolder directory. Its test split is reported as val_*.")]
-DataDirOption = Annotated[Optional[Path], typer.Option(
-    rich_help_panel=DATA, show_default=False, help="Where downloads go (default: $CNNLAB_DATA_DIR or ~/.cache/cnnlab).")]
-ResizeOption = Annotated[Optional[int], typer.Option(
-    min=1, rich_help_panel=DATA, show_default=False, help="Input side in pixels (default: the model's natural size, "
-    "e.g. 28 for lenet, 224 for alexnet).")]
-NormalizeOption = Annotated[bool, typer.Option(
-    "--normalize/--no-normalize", rich_help_panel=DATA, help="Normalise with the training images' channel mean and std.")]
-FlipOption = Annotated[Optional[bool], typer.Option(
-    "--flip/--no-flip", rich_help_panel=DATA, show_default=False,
-    help="Random horizontal flips (default: on, except for digit and character sets).")]
-CropPaddingOption = Annotated[int, typer.Option(
-    min=0, rich_help_panel=DATA, help="Random crops of the image padded by this many pixels (0: off).")]
-EpochsOption = Annotated[int, typer.Option("--epochs", "-e", min=1, rich_help_panel=OPTIMISATION)]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, rich_help_panel=OPTIMISATION)]
-OptimizerOption = Annotated[OptimizerChoice, typer.Option(rich_help_panel=OPTIMISATION)]
-LrOption = Annotated[float, typer.Option(rich_help_panel=OPTIMISATION, help="Peak learning rate.")]
-MomentumOption = Annotated[float, typer.Option(min=0, rich_help_panel=OPTIMISATION, help="SGD momentum.")]
-NesterovOption = Annotated[bool, typer.Option("--nesterov", rich_help_panel=OPTIMISATION, help="Nesterov momentum (sgd).")]
-WeightDecayOption = Annotated[float, typer.Option(min=0, rich_help_panel=OPTIMISATION)]
-ScheduleOption = Annotated[ScheduleChoice, typer.Option(
-    rich_help_panel=OPTIMISATION, help="Learning-rate schedule, updated every step.")]
-WarmupOption = Annotated[float, typer.Option(
-    "--warmup-epochs", min=0, rich_help_panel=OPTIMISATION, help="Linear warm-up before the schedule (not with onecycle).")]
-StepEveryOption = Annotated[int, typer.Option(
-    min=1, rich_help_panel=OPTIMISATION, help="step schedule: multiply the lr by --step-gamma every N epochs.")]
-StepGammaOption = Annotated[float, typer.Option(min=0, rich_help_panel=OPTIMISATION)]
-LabelSmoothingOption = Annotated[float, typer.Option(min=0, rich_help_panel=OPTIMISATION)]
-ClipGradOption = Annotated[Optional[float], typer.Option(
-    rich_help_panel=OPTIMISATION, show_default=False, help="Clip the gradient norm to this.")]
-InitOption = Annotated[InitChoice, typer.Option(
-    rich_help_panel=OPTIMISATION, help="Weights: PyTorch's default or xavier (d2l's).")]
-SeedOption = Annotated[int, typer.Option(rich_help_panel=OPTIMISATION)]
-DeviceOption = Annotated[str, typer.Option(rich_help_panel=DEVICE, help="auto, cpu, cuda, cuda:N or mps.")]
-GpuOption = Annotated[Optional[int], typer.Option(
-    min=0, rich_help_panel=DEVICE, show_default=False, help="Use CUDA GPU N (the same as --device cuda:N).")]
-AmpOption = Annotated[AmpChoice, typer.Option(rich_help_panel=DEVICE, help=(
-    "Mixed precision (fp16 needs a GPU); auto: bf16 on GPUs since Ampere and CPUs with AVX512-BF16 or AMX, else off."))]
-ChannelsLastOption = Annotated[Optional[bool], typer.Option(
-    "--channels-last/--no-channels-last", rich_help_panel=DEVICE, show_default=False,
-    help="Channels-last memory format (default: on for CPU and CUDA).")]
-CompileOption = Annotated[bool, typer.Option("--compile", rich_help_panel=DEVICE, help="torch.compile the model.")]
-GpusOption = Annotated[Optional[str], typer.Option(
-    rich_help_panel=DEVICE, show_default=False, metavar="N,N,...",
-    help="Train on these GPUs of this machine at once, one process each (DistributedDataParallel, "
-         "launched with torch.distributed.run); --batch-size is the global batch.")]
-SyncBnOption = Annotated[bool, typer.Option(
-    "--sync-bn", rich_help_panel=DEVICE, help="With several GPUs: batch norm over the global batch, not each GPU's share.")]
-NameOption = Annotated[Optional[str], typer.Option(
-    rich_help_panel=STORE, show_default=False, help="Run name (default: <model>-<data>-<timestamp>); never overwritten.")]
-RunsDirOption = Annotated[Path, typer.Option(rich_help_panel=STORE, help="Where runs are stored.")]
-ResumeOption = Annotated[Optional[Path], typer.Option(
-    rich_help_panel=STORE, show_default=False, metavar="RUN",
-    help="Continue RUN from its last finished epoch; only --epochs, --device/--gpu and --gpus may change.")]
-RESUME_OPTIONS = ("resume", "epochs", "device", "gpu", "gpus")  # the options --resume accepts
+# -- cnnlab train: its options are TrainConfig's fields (cnnlab/config.py), written there once ----
+
+def config_parameter(field) -> inspect.Parameter:
+    """The command-line option of one TrainConfig field."""
+    from cnnlab.config import flag_name
+
+    meta, hint = field.metadata, field.type
+    optional = "None" in hint
+    python_type = {"int": int, "float": float, "bool": bool, "str": str}[hint.split(" ")[0]]
+    if meta["choices"]:
+        python_type = Enum(f"{field.name.title()}Choice", {c: c for c in meta["choices"]}, type=str)
+    names = [meta["flag"] or flag_name(field.name), *([meta["short"]] if meta["short"] else [])]
+    info = typer.Option(*names, help=meta["help"], rich_help_panel=meta["panel"],
+                        show_default=field.default is not None)
+    annotation = Annotated[Optional[python_type] if optional else python_type, info]
+    default = field.default if not meta["choices"] else python_type(field.default)
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+CLI_ONLY = [  # options of the command line that are not training options
+    ("gpu", Annotated[Optional[int], typer.Option(
+        rich_help_panel=DEVICE_PANEL, show_default=False, help="Use CUDA GPU N (the same as --device cuda:N).")], None),
+    ("gpus", Annotated[Optional[str], typer.Option(
+        rich_help_panel=DEVICE_PANEL, show_default=False, metavar="N,N,...",
+        help="Train on these GPUs of this machine at once, one process each (DistributedDataParallel, "
+             "launched with torch.distributed.run); --batch-size is the global batch.")], None),
+    ("resume", Annotated[Optional[Path], typer.Option(
+        rich_help_panel=STORE_PANEL, show_default=False, metavar="RUN",
+        help="Continue RUN from its last finished epoch; only --epochs (up), --device/--gpu and --gpus may change.")],
+     None),
+]
+
+
+def train(ctx: typer.Context, model: Optional[str] = None, **options):
+    """Train MODEL and record the run under runs/<name>: config.json, metrics.csv (one row per
+    epoch; val_* is the data set's test split, as in d2l), summary.csv, last.pt and best.pt.
+
+    Ctrl-C or SIGTERM keeps every finished epoch (exit code 130 or 143); continue with --resume
+    runs/<name>. Under torchrun (or with --gpus) every process runs this command and rank 0
+    records the run.
+    """
+    from cnnlab.config import RESUMABLE, TrainConfig
+    from cnnlab.errors import TrainingInterrupted, UsageError
+
+    given = {p.name: (p.opts[0] if p.param_type_name == "option" else p.name.upper())
+             for p in ctx.command.params if ctx.get_parameter_source(p.name).name != "DEFAULT"}
+    options = {name: getattr(value, "value", value) for name, value in options.items()}
+    gpu, gpus, resume_from = options.pop("gpu"), options.pop("gpus"), options.pop("resume")
+    if gpu is not None:
+        if "device" in given:
+            raise UsageError("give --gpu or --device, not both")
+        options["device"], given["device"] = f"cuda:{gpu}", "--gpu"
+    if gpus is not None and ("device" in given):
+        raise UsageError("--gpus chooses the GPUs; leave out --device and --gpu")
+    if resume_from is not None:
+        refused = [shown for name, shown in given.items() if name not in (*RESUMABLE, "resume", "gpus")]
+        if refused:
+            raise UsageError(f"--resume continues a run with its own options; {refused[0]} cannot be "
+                             f"given (only --epochs, --device, --gpu and --gpus can)")
+        changes = {name: options[name] for name in RESUMABLE if name in given}
+    elif model is None:
+        raise UsageError("give the MODEL to train (see 'cnnlab models'), or --resume RUN")
+    else:
+        config = TrainConfig(model=model, **options)
+        config.validate()  # before launching processes or importing torch
+    if gpus is not None:  # one process per GPU, each running this command without --gpus
+        from cnnlab.distributed import launch_on_gpus, parse_gpus
+
+        code = launch_on_gpus(parse_gpus(gpus), ["train", *given_arguments(ctx, leave_out=("gpus",)), "--device=cuda"])
+        raise typer.Exit(code)  # the processes have reported their own errors
+    try:
+        if resume_from is not None:
+            from cnnlab.training import resume
+
+            resume(resume_from, **changes)
+        else:
+            from cnnlab.training import train as train_model
+
+            train_model(config)
+    except KeyboardInterrupt:  # before the first epoch began: nothing to keep
+        raise TrainingInterrupted("interrupted before training started") from None
+
+
+def build_train_command() -> None:
+    """Register ``train`` with one option per TrainConfig field plus CLI_ONLY."""
+    from cnnlab.config import option_fields
+
+    parameters = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                          annotation=Annotated[Optional[str], typer.Argument(
+                              show_default=False, metavar="MODEL", help="Model name (see 'cnnlab models') or torchvision:<name>.")]),
+        *[config_parameter(f) for f in option_fields() if f.name != "model"],
+        *[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+          for name, annotation, default in CLI_ONLY],
+    ]
+    command = reports_errors(train)
+    command.__signature__ = inspect.Signature(parameters)
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    app.command("train")(command)
 
 
 def given_arguments(ctx: typer.Context, leave_out: tuple[str, ...] = ()) -> list[str]:
@@ -241,100 +240,7 @@ def given_arguments(ctx: typer.Context, leave_out: tuple[str, ...] = ()) -> list
     return args
 
 
-def device_option(device: str, gpu: Optional[int]) -> str:
-    if gpu is None:
-        return device
-    if device != "auto":
-        from cnnlab.errors import UsageError
-
-        raise UsageError("give --gpu or --device, not both")
-    return f"cuda:{gpu}"
-
-
-@app.command()
-@reports_errors
-def train(
-    ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Argument(
-        show_default=False, help="Model name (see 'cnnlab models') or torchvision:<name>.")] = None,
-    data: DataOption = "digits",
-    data_dir: DataDirOption = None,
-    resize: ResizeOption = None,
-    normalize: NormalizeOption = True,
-    flip: FlipOption = None,
-    crop_padding: CropPaddingOption = 0,
-    epochs: EpochsOption = 30,
-    batch_size: BatchSizeOption = 64,
-    optimizer: OptimizerOption = OptimizerChoice.adamw,
-    lr: LrOption = 0.01,
-    momentum: MomentumOption = 0.9,
-    nesterov: NesterovOption = False,
-    weight_decay: WeightDecayOption = 0.05,
-    schedule: ScheduleOption = ScheduleChoice.cosine,
-    warmup_epochs: WarmupOption = 2.0,
-    step_every: StepEveryOption = 10,
-    step_gamma: StepGammaOption = 0.1,
-    label_smoothing: LabelSmoothingOption = 0.1,
-    clip_grad: ClipGradOption = None,
-    init: InitOption = InitChoice.default,
-    seed: SeedOption = 0,
-    device: DeviceOption = "auto",
-    gpu: GpuOption = None,
-    amp: AmpOption = AmpChoice.auto,
-    channels_last: ChannelsLastOption = None,
-    compile: CompileOption = False,
-    sync_bn: SyncBnOption = False,
-    gpus: GpusOption = None,
-    name: NameOption = None,
-    runs_dir: RunsDirOption = Path("runs"),
-    resume: ResumeOption = None,
-):
-    """Train MODEL and record the run under runs/<name>: config.json, metrics.csv (one row per
-    epoch; val_* is the data set's test split, as in d2l), summary.csv, last.pt and best.pt.
-
-    Ctrl-C keeps every finished epoch (exit code 130); continue with --resume runs/<name>.
-    Under torchrun (or with --gpus) every process runs this command and rank 0 records the run.
-    """
-    from dataclasses import replace
-
-    from cnnlab.errors import TrainingInterrupted, UsageError
-    from cnnlab.training import TrainConfig
-    from cnnlab.training import train as train_model
-
-    device = device_option(device, gpu)
-    if resume is not None:
-        given = {p.name: p.opts[0] if p.param_type_name == "option" else p.name.upper()
-                 for p in ctx.command.params if ctx.get_parameter_source(p.name).name != "DEFAULT"}
-        refused = [shown for name, shown in given.items() if name not in RESUME_OPTIONS]
-        if refused:
-            raise UsageError(f"--resume continues a run with its own options; {refused[0]} cannot be "
-                             f"given (only --epochs, --device, --gpu and --gpus can)")
-        changes = {"epochs": epochs} if "epochs" in given else {}
-        if "device" in given or "gpu" in given:
-            changes["device"] = device
-        config = replace(TrainConfig.from_run(resume), **changes)
-    elif model is None:
-        raise UsageError("give the MODEL to train (see 'cnnlab models'), or --resume RUN")
-    else:
-        config = TrainConfig(
-            model=model, data=data, data_dir=None if data_dir is None else str(data_dir), resize=resize,
-            normalize=normalize, flip=flip, crop_padding=crop_padding, epochs=epochs, batch_size=batch_size,
-            optimizer=optimizer.value, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-            schedule=schedule.value, warmup_epochs=warmup_epochs, step_every=step_every, step_gamma=step_gamma,
-            label_smoothing=label_smoothing, clip_grad=clip_grad, init=init.value, seed=seed, device=device,
-            amp=amp.value, channels_last=channels_last, compile=compile, sync_bn=sync_bn, name=name,
-            runs_dir=str(runs_dir))
-    if gpus is not None:  # one process per GPU, each running this command without --gpus
-        from cnnlab.distributed import launch_on_gpus, parse_gpus
-
-        if device != "auto":
-            raise UsageError("--gpus chooses the GPUs; leave out --device and --gpu")
-        code = launch_on_gpus(parse_gpus(gpus), ["train", *given_arguments(ctx, leave_out=("gpus",)), "--device=cuda"])
-        raise typer.Exit(code)  # the processes have reported their own errors
-    try:
-        train_model(config, resume=resume)
-    except KeyboardInterrupt:  # before the first epoch began: nothing to keep
-        raise TrainingInterrupted("interrupted before training started") from None
+build_train_command()
 
 
 @app.command("eval")
@@ -353,22 +259,24 @@ def evaluate(
 ):
     """Evaluate a run on a test split: loss, top-1 and top-5 accuracy, per-class precision,
     recall and accuracy, confusion matrix. Writes eval.csv and confusion.csv into the run."""
-    from rich.console import Console
-    from rich.table import Column, Table
-
     from cnnlab.evaluation import evaluate as evaluate_run
 
+    from cnnlab.render import console, rows_as
+
+    if gpu is not None and device != "auto":
+        from cnnlab.errors import UsageError
+
+        raise UsageError("give --gpu or --device, not both")
     result = evaluate_run(run, data, checkpoint=checkpoint.value, data_dir=data_dir,
-                          device=device_option(device, gpu), plot=plot)
-    console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
-    console.print(f"{result.checkpoint} (epoch {result.epoch}) on the {result.data} test split, "
-                  f"{result.images} images")
-    console.print(f"loss {result.loss:.4f}  top-1 {result.top1:.4f}  top-5 {result.top5:.4f}")
+                          device=device if gpu is None else f"cuda:{gpu}", plot=plot)
+    screen = console()
+    screen.print(f"{result.checkpoint} (epoch {result.epoch}) on the {result.data} test split, "
+                 f"{result.images} images")
+    screen.print(f"loss {result.loss:.4f}  top-1 {result.top1:.4f}  top-5 {result.top5:.4f}")
     columns = ["support", "accuracy", "precision", "recall", "top5_accuracy", "loss"]
-    table = Table("class", *[Column(column, justify="right") for column in columns])
-    for row in result.per_class:
-        table.add_row(row["class"], *[str(row[c]) if c == "support" else f"{row[c]:.4f}" for c in columns])
-    console.print(table)
+    rows = [{"class": row["class"], **{c: row[c] if c == "support" else f"{row[c]:.4f}" for c in columns}}
+            for row in result.per_class]
+    screen.print(rows_as(rows, "table", right=tuple(columns)))
     typer.echo(f"wrote {', '.join(str(path) for path in result.files)}", err=True)
 
 
@@ -405,13 +313,6 @@ def plot(
     typer.echo(f"wrote {written}", err=True)
 
 
-class CompareFormat(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-    markdown = "markdown"
-
-
 @app.command()
 @reports_errors
 def compare(
@@ -430,10 +331,7 @@ def compare(
              "mean_epoch_seconds ascending; also name, model, data, epochs, best_epoch, "
              "device.")] = None,
     reverse: Annotated[bool, typer.Option("--reverse", help="Reverse the --sort order.")] = False,
-    format: Annotated[Optional[CompareFormat], typer.Option(
-        "--format", "-f", show_default=False,
-        help="Output format (default: from --out's extension .csv, .json or .md, else a "
-             "table).")] = None,
+    format: FormatOption = None,
     out: OutOption = None,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", show_default=False,
@@ -444,23 +342,16 @@ def compare(
 ):
     """Compare runs side by side: best and final accuracy, losses, params, MACs and speed.
     Runs that cannot be read are reported and skipped; it fails only if none is left."""
-    from cnnlab.compare import compare_runs, output_format, render, to_rich_table
+    from cnnlab.compare import compare_runs, render, to_rich_table
+    from cnnlab.render import output_format, show
     from cnnlab.plots import DEFAULT_DPI, efficiency_path, image_format, plot_efficiency, plot_runs
 
     if plot is not None:
         image_format(plot)  # a bad extension fails before any work
     table = compare_runs(runs, runs_dir=runs_dir, pattern=pattern, sort=sort, reverse=reverse,
                          on_problem=echo_run_problem)
-    fmt = output_format(format.value if format else None, out)
-    if fmt == "table" and out is None:
-        from rich.console import Console
-
-        console = Console()
-        if not console.is_terminal:  # a pipe or a log has no width to fold the table into
-            console = Console(width=200)
-        console.print(to_rich_table(table))
-    else:
-        write_text(render(table, fmt), out)
+    fmt = output_format(format and format.value, out)
+    show(to_rich_table(table) if fmt == "table" else render(table, fmt), out)
     if plot is not None:
         dpi = dpi or DEFAULT_DPI
         curves = plot_runs(table["path"], plot, splits=("val",), lr=False, dpi=dpi,

@@ -20,47 +20,14 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import io
 import json
 import math
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
+from cnnlab.config import DEFAULT_RUNS_DIR
 from cnnlab.errors import CnnlabError, NotARun, UsageError
-from cnnlab.runs import CONFIG_FILE, DEFAULT_RUNS_DIR, METRICS_COLUMNS, Run, list_runs
-
-ProblemHandler = Callable[[str], None]
-
-
-class RunProblem(UserWarning):
-    """A run that was skipped or is compared with blanks (older or damaged files)."""
-
-
-def warn_problem(message: str) -> None:
-    warnings.warn(message, RunProblem, stacklevel=3)
-
-
-@dataclass
-class LoadedRun:
-    """A run with its config and the epochs finished so far (a DataFrame, at least one row)."""
-
-    run: Run
-    config: dict
-    metrics: "object"  # pandas.DataFrame; the annotation is a string so pandas loads lazily
-
-    @property
-    def name(self) -> str:
-        return self.run.name
-
-    @property
-    def best_epoch_index(self):
-        """Row label of the best validation accuracy (the first, on ties), or None."""
-        if "val_acc" not in self.metrics or self.metrics["val_acc"].isna().all():
-            return None
-        return self.metrics["val_acc"].idxmax()
-
+from cnnlab.runs import LoadedRun, ProblemHandler, RunRecord, list_runs, load_runs, warn_problem
 
 # -- choosing and reading runs ------------------------------------------------------------
 def select_runs(runs: Iterable | None = None, runs_dir=None, pattern: str = "*") -> list[Path]:
@@ -80,64 +47,6 @@ def select_runs(runs: Iterable | None = None, runs_dir=None, pattern: str = "*")
     if not selected:
         raise NotARun(f"none of the {len(paths)} given runs matches {pattern!r}")
     return selected
-
-
-def _not_a_run_hint(path: Path) -> str:
-    """Point at --runs-dir when someone passes the directory that holds the runs."""
-    if path.is_dir() and list_runs(path):
-        return f"; it holds {len(list_runs(path))} runs: did you mean --runs-dir {path}?"
-    return ""
-
-
-def _why_no_epochs(run: Run) -> str:
-    path = run.metrics_path
-    if not path.exists():
-        return f"no {path.name} yet"
-    header = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
-    if not header.strip():
-        return f"{path.name} is empty"
-    if "epoch" not in [name.strip() for name in header.split(",")]:
-        return f"{path.name} is not a cnnlab metrics file (no 'epoch' column)"
-    return f"no finished epoch in {path.name}"
-
-
-def load_run(path, on_problem: ProblemHandler | None = None) -> LoadedRun | None:
-    """Read one run for comparison or plotting; None (after reporting why) if it has nothing
-    to compare."""
-    on_problem = on_problem or warn_problem
-    path = Path(getattr(path, "path", path))
-    try:
-        run = Run.open(path)
-        config = run.read_config()
-    except NotARun as e:
-        on_problem(f"skipped {path}: {e}{_not_a_run_hint(path)}")
-        return None
-    if not isinstance(config, dict):
-        on_problem(f"skipped {path}: {CONFIG_FILE} does not hold a JSON object")
-        return None
-    try:
-        metrics = run.read_metrics()
-    except (OSError, ValueError) as e:  # unreadable, or not text at all
-        on_problem(f"skipped {path}: {run.metrics_path.name} cannot be read ({e})")
-        return None
-    if metrics.empty:
-        on_problem(f"skipped {path}: {_why_no_epochs(run)}")
-        return None
-    missing = [column for column in METRICS_COLUMNS if column not in metrics.columns]
-    if missing:
-        on_problem(f"{run.name}: metrics.csv has no {', '.join(missing)} column"
-                   f"{'s' if len(missing) > 1 else ''} (an older run?); left blank")
-    return LoadedRun(run, config, metrics.sort_values("epoch").reset_index(drop=True))
-
-
-def load_runs(paths: Iterable, on_problem: ProblemHandler | None = None) -> list[LoadedRun]:
-    """Every run among ``paths`` that has at least one finished epoch; an error if none."""
-    paths = list(paths)
-    loaded = [run for run in (load_run(p, on_problem) for p in paths) if run is not None]
-    if not loaded:
-        count = "the run" if len(paths) == 1 else f"any of the {len(paths)} runs"
-        raise NotARun(f"nothing to compare: could not read a finished epoch from {count}")
-    return loaded
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -174,21 +83,20 @@ def _counted_stats(model_name: str, input_size: tuple, num_classes) -> tuple[int
     return int(totals.params), int(totals.macs)
 
 
-def model_stats(config: dict, run_name: str = "", on_problem: ProblemHandler | None = None):
+def model_stats(record: RunRecord, run_name: str = "", on_problem: ProblemHandler | None = None):
     """(params, MACs) at the trained input size: as ``cnnlab train`` recorded them in
     config.json, the missing ones counted again for older runs; None where neither works."""
-    recorded = config.get("model_stats") or {}
+    recorded = record.model_stats or {}
     stats = {key: recorded.get(key) for key in ("params", "macs")}
     if None in stats.values():
-        model, input_size = config.get("model"), config.get("input_size")
         try:
-            if not model or not input_size:
-                raise ValueError("config.json names no model or input_size")
-            counted = _counted_stats(model, tuple(input_size), config.get("num_classes"))
+            if record.input_size is None:
+                raise ValueError("config.json names no input_size")
+            counted = _counted_stats(record.model, tuple(record.input_size), record.num_classes)
         except (CnnlabError, ImportError, TypeError, ValueError, AttributeError, KeyError,
                 RuntimeError) as e:  # an unknown model, or a summary that cannot count it
             (on_problem or warn_problem)(f"{run_name}: could not count the params and MACs "
-                                         f"of {model!r} ({type(e).__name__}: {e}); left blank")
+                                         f"of {record.model!r} ({type(e).__name__}: {e}); left blank")
             counted = (None, None)
         stats = {key: counted[i] if stats[key] is None else stats[key]
                  for i, key in enumerate(("params", "macs"))}
@@ -213,18 +121,18 @@ def _steady_mean(metrics, column):
 
 def measure(loaded: LoadedRun, on_problem: ProblemHandler | None = None) -> dict:
     """One comparison row of raw numbers for a run."""
-    config, metrics = loaded.config, loaded.metrics
+    record, metrics = loaded.record, loaded.metrics
     best = loaded.best_epoch_index
-    params, macs = model_stats(config, loaded.name, on_problem)
-    device = config.get("device")
-    if device and (config.get("world_size") or 1) > 1:
-        device = f"{device} x{config['world_size']}"
+    params, macs = model_stats(record, loaded.name, on_problem)
+    device = record.options.device
+    if record.world_size > 1:
+        device = f"{device} x{record.world_size}"
     return {
         "name": loaded.name,
-        "model": config.get("model"),
-        "data": config.get("data"),
+        "model": record.model,
+        "data": record.data,
         "epochs": int(metrics["epoch"].iloc[-1]),
-        "epochs_planned": config.get("epochs"),
+        "epochs_planned": record.options.epochs,
         "best_val_acc": math.nan if best is None else float(metrics.at[best, "val_acc"]),
         "best_epoch": None if best is None else int(metrics.at[best, "epoch"]),
         "final_val_acc": _last(metrics, "val_acc"),
@@ -291,15 +199,6 @@ def efficiency_frontier(costs, accuracies) -> list[int]:
 
 
 # -- rendering ----------------------------------------------------------------------------
-FORMATS = ("table", "csv", "json", "markdown")
-FORMAT_BY_SUFFIX = {".csv": "csv", ".json": "json", ".md": "markdown", ".markdown": "markdown"}
-
-
-def output_format(requested: str | None, out=None) -> str:
-    """The format asked for; else the one ``out``'s extension names; else a table."""
-    if requested is not None:
-        return requested
-    return FORMAT_BY_SUFFIX.get(Path(out).suffix.lower(), "table") if out else "table"
 # what a person sees: epochs shows "done/planned" while a run is in progress; paths stay in CSV
 DISPLAY_COLUMNS = [(name, title) for name, title, _ in COLUMNS
                    if name not in ("epochs_planned", "path")]
@@ -380,18 +279,12 @@ def to_rich_table(frame):
 
 
 def render(frame, fmt: str) -> str:
-    """The comparison as text: csv and json hold the raw numbers, markdown and table the
-    rounded ones a person reads."""
+    """The comparison as text: csv and json hold the raw numbers, markdown the rounded ones a
+    person reads (a table on screen: ``to_rich_table``)."""
     if fmt == "csv":
         return frame.to_csv(index=False, float_format="%.10g")
     if fmt == "json":
         return json.dumps(json.loads(frame.to_json(orient="records")), indent=2) + "\n"
     if fmt == "markdown":
         return to_markdown(frame)
-    if fmt == "table":
-        from rich.console import Console
-
-        buffer = io.StringIO()
-        Console(file=buffer, width=200).print(to_rich_table(frame))
-        return buffer.getvalue()
-    raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    raise UsageError(f"unknown format {fmt!r}; choose one of csv, json, markdown")

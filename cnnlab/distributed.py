@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
@@ -138,6 +139,57 @@ def distribute(model: nn.Module, device: torch.device, sync_bn: bool = False) ->
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     with peer_failures_reported():  # the constructor broadcasts rank 0's weights
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+# -- the whole distributed question, settled once ------------------------------------------------
+
+@dataclass(frozen=True)
+class World:
+    """This process among the training processes: rank 0 of 1 unless torchrun started several.
+
+    The training loop asks it everything that differs between one process and several, so the
+    loop reads as the single-process loop it mostly is: with one process every method is the
+    identity (``shard`` keeps every row, ``sum`` adds nothing, ``wrap`` returns the model).
+    """
+
+    device: torch.device
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """The one process that writes the run directory and prints."""
+        return self.rank == 0
+
+    def local_batch(self, global_batch: int) -> int:
+        return local_batch_size(global_batch)
+
+    def shard(self, rows: torch.Tensor) -> torch.Tensor:
+        return shard(rows)
+
+    def sum(self, sums: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sums(sums)
+
+    def broadcast(self, value):
+        return broadcast_from_main(value)
+
+    def wrap(self, model: nn.Module, sync_bn: bool = False) -> nn.Module:
+        return distribute(model, self.device, sync_bn)
+
+    def share_buffers(self, model: nn.Module) -> None:
+        share_main_buffers(model)
+
+    def describe(self) -> str:
+        return f"{self.size} processes ({self.device.type})" if self.size > 1 else str(self.device)
+
+
+def join(device_spec: str = "auto") -> World:
+    """Resolve this process's device and, under torchrun, join the others (once, at the top)."""
+    from cnnlab.devices import resolve_device
+
+    device = resolve_device(process_device(device_spec))
+    join_process_group(device)
+    return World(device, rank(), world_size())
 
 
 # -- sharing the work, adding up the results ----------------------------------------------------

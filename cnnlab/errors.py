@@ -57,6 +57,18 @@ class RunExists(CnnlabError):
     pass
 
 
+class RunBusy(CnnlabError):
+    """Another process holds the run's lock: a run has one writer at a time."""
+
+
+class RunWriteFailed(CnnlabError):
+    """An epoch could not be written (a full disk, say); the epochs before it are kept."""
+
+
+class RunInconsistent(CnnlabError):
+    """The files of a run do not add up; it is left as it is rather than repaired by deleting."""
+
+
 class BadCheckpoint(CnnlabError):
     pass
 
@@ -66,9 +78,14 @@ class TrainingDiverged(CnnlabError):
 
 
 class TrainingInterrupted(CnnlabError):
-    """Ctrl-C during training: finished epochs are on disk and the run can resume."""
+    """Ctrl-C or SIGTERM during training: finished epochs are on disk and the run can resume.
+    The exit code is the shell's for the signal: 130 (SIGINT) or 143 (SIGTERM)."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signal_number: int = 2):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
 
 
 class PeerFailed(CnnlabError):

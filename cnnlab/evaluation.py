@@ -28,11 +28,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data import BatchTransform, load_dataset
-from cnnlab.errors import UnknownDataset, UsageError
+from cnnlab.data import load_dataset
+from cnnlab.devices import Placement
+from cnnlab.errors import BadCheckpoint, CnnlabError, UnknownDataset, UsageError
 from cnnlab.models import create_model
-from cnnlab.runs import Run, atomic_write_bytes, atomic_write_text, load_checkpoint, slugify
-from cnnlab.training import load_model_state, make_autocast, resolve_device
+from cnnlab.runs import Run, RunRecord, atomic_write_bytes, atomic_write_text, load_checkpoint, slugify
+from cnnlab.training import load_model_state
 
 EVAL_COLUMNS = ["class", "support", "loss", "accuracy", "top5_accuracy", "precision", "recall"]
 
@@ -66,42 +67,64 @@ def evaluate(run_or_checkpoint, data: str | None = None, *, checkpoint: str = "l
     path = Path(run_or_checkpoint)
     checkpoint_path = path if path.is_file() else Run.open(path).path / f"{checkpoint}.pt"
     state = load_checkpoint(checkpoint_path)
-    config = state.get("config")
-    if not isinstance(config, dict) or "input_size" not in config:
-        raise UsageError(f"{str(checkpoint_path)!r} is not a cnnlab checkpoint (it has no run configuration)")
+    record = checkpoint_record(state, checkpoint_path)
+    if not path.is_file():
+        check_belongs(record, Run(path).read_record(), checkpoint_path)
 
-    device = resolve_device(device)
-    channels, height, width = config["input_size"]
-    dataset = load_dataset(data or config["data"], data_dir or config["data_dir"], image_size=height, device=device)
-    if (dataset.channels, dataset.num_classes) != (channels, config["num_classes"]):
+    placement = Placement.choose(device, "off" if record.options.amp == "fp16" else record.options.amp,
+                                 record.options.channels_last)  # fp16 checkpoints evaluate in fp32 anywhere
+    channels, height, width = record.input_size
+    dataset = load_dataset(data or record.data, data_dir or record.options.data_dir, image_size=height,
+                           device=placement.device)
+    if (dataset.channels, dataset.num_classes) != (channels, record.num_classes):
         raise UnknownDataset(f"{dataset.name} ({dataset.channels} channel(s), {dataset.num_classes} classes) "
-                             f"does not fit {config['model']} trained on {config['data']} "
-                             f"({channels} channel(s), {config['num_classes']} classes)")
-    model = create_model(config["model"], in_channels=channels, num_classes=config["num_classes"])
+                             f"does not fit {record.model} trained on {record.data} "
+                             f"({channels} channel(s), {record.num_classes} classes)")
+    model = create_model(record.model, in_channels=channels, num_classes=record.num_classes)
     load_model_state(model, state, checkpoint_path)
-    memory_format = torch.channels_last if config["channels_last"] else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    transform = BatchTransform((height, width), config["mean"], config["std"], device=device,
-                               memory_format=memory_format)
+    model = placement.place(model)
+    transform = placement.transform((height, width), record.mean, record.std)
 
-    amp = "off" if config["amp"] == "fp16" and device.type == "cpu" else config["amp"]  # fp16 needs a GPU
-    logits = predict_logits(model, make_autocast(amp, device), dataset.test_images, transform,
-                            config["batch_size"])
+    logits = predict_logits(model, placement, dataset.test_images, transform, record.options.batch_size)
     result = score(logits, dataset.test_labels.cpu(), dataset.classes)
     result.checkpoint, result.epoch, result.data = checkpoint_path, int(state.get("epoch", 0)), dataset.name
     if write:
-        suffix = "" if data is None or dataset.name == config["data"] else f"-{slugify(dataset.name)}"
+        suffix = "" if data is None or dataset.name == record.data else f"-{slugify(dataset.name)}"
         result.files = write_results(result, checkpoint_path.parent, suffix, plot)
     return result
 
 
+def checkpoint_record(state: dict, path: Path) -> RunRecord:
+    """The run record a checkpoint carries (so that a .pt file describes itself)."""
+    if not isinstance(state.get("config"), dict) or "input_size" not in state["config"]:
+        raise UsageError(f"{str(path)!r} is not a cnnlab checkpoint (it has no run configuration)")
+    try:
+        record = RunRecord.from_json(state["config"], f"{path}'s configuration")
+    except CnnlabError as e:
+        raise BadCheckpoint(f"{e}") from None
+    if record.input_size is None or record.mean is None or record.std is None or record.num_classes is None:
+        raise BadCheckpoint(f"{str(path)!r} does not record the input size, classes and normalisation it needs")
+    return record
+
+
+def check_belongs(record: RunRecord, runs_record: RunRecord, path: Path) -> None:
+    """A checkpoint dropped into another run is refused: results would be written under the
+    wrong model's name."""
+    mine = (record.model, record.input_size, record.num_classes, record.data)
+    theirs = (runs_record.model, runs_record.input_size, runs_record.num_classes, runs_record.data)
+    if mine != theirs or (record.created and runs_record.created and record.created != runs_record.created):
+        raise BadCheckpoint(f"{str(path)!r} belongs to another run ({record.model} on {record.data}, created "
+                            f"{record.created}), not to {path.parent} ({runs_record.model} on {runs_record.data}, "
+                            f"created {runs_record.created})")
+
+
 @torch.no_grad()
-def predict_logits(model, autocast, images, transform, batch_size) -> torch.Tensor:
+def predict_logits(model, placement, images, transform, batch_size) -> torch.Tensor:
     """Logits of every image, in batches the size training evaluated with (same numbers)."""
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
-        with autocast():
+        with placement.autocast():
             outputs.append(model(transform(images[start:start + batch_size])).float().cpu())
     return torch.cat(outputs)
 

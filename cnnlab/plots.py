@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from cnnlab.compare import LoadedRun, ProblemHandler, efficiency_frontier, load_runs
+from cnnlab.compare import efficiency_frontier
+from cnnlab.runs import LoadedRun, ProblemHandler, load_runs
 from cnnlab.errors import UsageError
 
 PANEL_INCHES = (4.5, 4.0)  # width, height of one panel, legend included
@@ -161,8 +162,8 @@ def plot_runs(runs: Iterable, out=None, *, splits=("train", "val"), lr: bool | N
     if "lr" in axes and _spans_decades(loaded):
         axes["lr"].set_yscale("log")
     if title is None and len(loaded) == 1:
-        config = loaded[0].config
-        title = f"{loaded[0].name}: {config.get('model', '?')} on {config.get('data', '?')}"
+        record = loaded[0].record
+        title = f"{loaded[0].name}: {record.model} on {record.data}"
     if title:
         figure.suptitle(title)
     marked_best = "val" in splits and any(run.best_epoch_index is not None for run in loaded)

@@ -9,7 +9,8 @@ last), the learning rate follows a cosine schedule. Values are rounded as a CSV 
 import csv
 import math
 
-from cnnlab.runs import METRICS_COLUMNS, Run
+from cnnlab.config import TrainConfig
+from cnnlab.runs import METRICS_COLUMNS, Run, RunRecord
 
 TRAIN_IMAGES = 1437  # the digits training split
 
@@ -40,14 +41,14 @@ def make_run(runs_dir, name, *, model="lenet", data="digits", epochs=6, finished
     ``macs`` None leaves model_stats out of config.json, as older runs do.
     """
     run = Run.create(runs_dir, name)
-    run.write_config({
-        "model": model, "data": data, "epochs": epochs, "batch_size": 64, "optimizer": "sgd",
-        "lr": lr, "input_size": [1, 28, 28], "num_classes": 10, "device": "cpu",
-        "world_size": 1, "created": "2025-01-01T00:00:00",
-        **({} if params is None or macs is None else
-           {"model_stats": {"params": params, "trainable_params": params, "macs": macs}}),
-        **config,
-    })
+    options = TrainConfig(**{"model": model, "data": data, "epochs": epochs, "batch_size": 64, "optimizer": "sgd",
+                             "lr": lr, "device": "cpu", "name": name, "runs_dir": str(runs_dir),
+                             **{k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}})
+    stats = None if params is None or macs is None else {"params": params, "trainable_params": params, "macs": macs}
+    described = {"input_size": (1, 28, 28), "num_classes": 10, "model_stats": stats, "created": "2025-01-01T00:00:00",
+                 **{k: v for k, v in config.items() if k not in TrainConfig.__dataclass_fields__}}
+    run.write_record(RunRecord(options, **described))
+    run.release()
     rows = [epoch_row(e, peak=peak, ceiling=ceiling, epochs=epochs, lr=lr, pace=pace)
             for e in range(1, (epochs if finished is None else finished) + 1)]
     if list(columns) == METRICS_COLUMNS:

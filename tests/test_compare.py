@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnlab.cli import app
-from cnnlab.compare import COLUMN_NAMES, RunProblem, compare_runs, efficiency_frontier
+from cnnlab.compare import COLUMN_NAMES, compare_runs, efficiency_frontier
+from cnnlab.runs import RunProblem
 from cnnlab.runs import METRICS_COLUMNS
 from synthetic_runs import make_run
 

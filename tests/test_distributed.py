@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -142,9 +141,9 @@ def test_ddp_averages_two_half_batches_into_the_gradient_of_the_whole_batch():
 def evaluate_uneven_shards(rank):
     """Evaluation of 5 images in batches of 2 (rank 0: 2 batches, rank 1: 1) through DDP, after
     a training step left each process with batch-norm statistics of its own."""
-    from contextlib import nullcontext
-
     from cnnlab.data import BatchTransform
+    from cnnlab.devices import Placement
+    from cnnlab.distributed import World
     from cnnlab.training import evaluate_split
 
     distributed.join_process_group(torch.device("cpu"))
@@ -159,7 +158,9 @@ def evaluate_uneven_shards(rank):
     transform = BatchTransform((8, 8), [0.5], [0.25])
     counts, add_up = [], distributed.all_reduce_sums  # (this process's copy of the module)
     distributed.all_reduce_sums = lambda sums: counts.append(add_up(sums)[2].item()) or sums
-    together = evaluate_split(ddp, nullcontext, images, labels, transform, batch_size=2)
+    cpu = torch.device("cpu")
+    together = evaluate_split(ddp, Placement(cpu, "off", False), images, labels, transform, batch_size=2,
+                              world=World(cpu, distributed.rank(), distributed.world_size()))
     with torch.no_grad():  # the reference: the whole set at once, by hand
         logits = model.eval()(transform(images))
     whole = (torch.nn.functional.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item())
@@ -300,13 +301,11 @@ def cli(*args):
 
 
 def test_gpus_hands_each_process_the_same_command(two_gpus, monkeypatch, tmp_path):
-    from dataclasses import asdict
-
     from cnnlab import training
-    from cnnlab.runs import Run
+    from cnnlab.runs import Run, RunRecord
 
     trained = []
-    monkeypatch.setattr(training, "train", lambda config, resume=None: trained.append((config, resume)))
+    monkeypatch.setattr(training, "train", lambda config: trained.append((config, None)))
     args = ["train", "mlp", "--no-normalize", "--flip", "--optimizer", "sgd", "--nesterov", "--lr", "0.05",
             "-e", "2", "--batch-size", "32", "--sync-bn", "--clip-grad", "1", "--runs-dir", tmp_path, "--name", "n"]
     two_gpus.code = 3
@@ -320,7 +319,7 @@ def test_gpus_hands_each_process_the_same_command(two_gpus, monkeypatch, tmp_pat
     assert cli(*args, "--device", "cuda").exit_code == 0  # ... is this command on a GPU
     assert trained[0] == trained[1] and trained[0][0].sync_bn and trained[0][0].nesterov
 
-    Run.create(tmp_path, "n").write_config(asdict(trained[0][0]))
+    Run.create(tmp_path, "n").write_record(RunRecord(trained[0][0]))
     assert cli("train", "--resume", tmp_path / "n", "--gpus", "1").exit_code == 3
     assert two_gpus.launched[-1][0][7:] == ["train", f"--resume={tmp_path / 'n'}", "--device=cuda"]
 
@@ -376,7 +375,8 @@ def two_process_run(tmp_path_factory):
 def test_two_processes_write_one_run_for_the_whole_data_set_like_one_process(two_process_run, tmp_path):
     from cnnlab.evaluation import evaluate
     from cnnlab.runs import Run
-    from cnnlab.training import TrainConfig, train
+    from cnnlab.config import TrainConfig
+    from cnnlab.training import resume, train
 
     runs_dir, done = two_process_run
     run, = [Run(path) for path in runs_dir.iterdir()]  # rank 0 chose the name; the other used it
@@ -403,8 +403,7 @@ def test_two_processes_write_one_run_for_the_whole_data_set_like_one_process(two
 
     # a run may go on with another number of processes (the global batch stays)
     shutil.copytree(run.path, tmp_path / "continued")
-    continued = train(replace(TrainConfig.from_run(run.path), epochs=EPOCHS + 1), resume=tmp_path / "continued",
-                      progress="none")
+    continued = resume(tmp_path / "continued", epochs=EPOCHS + 1, progress="none")
     assert continued.read_config()["world_size"] == 1 and len(continued.read_metric_rows()) == EPOCHS + 1
 
 

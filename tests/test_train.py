@@ -1,24 +1,26 @@
 import json
 import math
 import signal
-import subprocess
-import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import fields
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from typer.main import get_command
 from typer.testing import CliRunner
 
 from cnnlab import training
 from cnnlab.cli import app
+from cnnlab.config import TrainConfig
 from cnnlab.data import BatchTransform, load_dataset
-from cnnlab.errors import TrainingInterrupted, UsageError
+from cnnlab.devices import Placement, native_bf16
+from cnnlab.distributed import World
+from cnnlab.errors import RunInconsistent, TrainingInterrupted, UsageError
 from cnnlab.models import create_model
+from cnnlab.progress import PlainLines
 from cnnlab.runs import METRICS_COLUMNS, Run
-from cnnlab.training import TrainConfig, get_lr, init_xavier, train
+from cnnlab.training import get_lr, init_xavier, resume, train
+from processes import start
 
 runner = CliRunner()
 TIME_COLUMNS = ("epoch_seconds", "images_per_second")
@@ -88,42 +90,59 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(whole_run, 
 def test_interruption_while_recording_an_epoch_then_resume_equals_an_uninterrupted_run(
         whole_run, tmp_path, monkeypatch):
     saves = []
-    real_save = Run.save_checkpoint
+    real_record = Run.record_epoch
 
-    def interrupted_second_save(run, filename, state):
-        if filename == "last.pt":
-            saves.append(state["epoch"])
-            if len(saves) == 2:  # Ctrl-C arriving while epoch 2 is being recorded
-                signal.raise_signal(signal.SIGINT)
-        real_save(run, filename, state)
+    def interrupted_second_record(run, row, state, improved):
+        saves.append(state["epoch"])
+        if len(saves) == 2:  # Ctrl-C arriving while epoch 2 is being recorded
+            signal.raise_signal(signal.SIGINT)
+        real_record(run, row, state, improved)
 
-    monkeypatch.setattr(Run, "save_checkpoint", interrupted_second_save)
+    monkeypatch.setattr(Run, "record_epoch", interrupted_second_record)
     with pytest.raises(TrainingInterrupted, match="2 finished epoch"):
         train(small(tmp_path, schedule="constant", name="cut"), progress="none")
     monkeypatch.undo()
     cut = Run(tmp_path / "cut")
     assert len(cut.read_metric_rows()) == cut.load_checkpoint()["epoch"] == 2  # recorded whole
-    resumed = train(resume=cut.path, progress="none")
+    resumed = resume(cut.path, progress="none")
     assert learning_curve(resumed) == learning_curve(whole_run)
     for key, tensor in whole_run.load_checkpoint()["model"].items():
         assert torch.equal(tensor, resumed.load_checkpoint()["model"][key])
 
 
-def test_resume_rolls_metrics_back_to_the_checkpoint_and_may_extend_the_run(whole_run, tmp_path):
+def test_resume_repairs_a_cut_metrics_row_from_last_pt_and_may_extend_the_run(whole_run, tmp_path):
     cut = train(small(tmp_path, schedule="constant", epochs=2), progress="none")
-    with open(cut.metrics_path, "a") as metrics:  # a row last.pt does not have (a crash mid-append)
-        metrics.write("3,9,9,9,9,9,9,9\n4,1,")
-    resumed = train(replace(TrainConfig.from_run(cut.path), epochs=3), resume=cut.path, progress="none")
+    text = cut.metrics_path.read_text()
+    cut.metrics_path.write_text(text[:text.rindex("\n", 0, -1) + 1] + "2,0.5,")  # a crash mid-append
+    resumed = resume(cut.path, epochs=3, progress="none")
     assert learning_curve(resumed) == learning_curve(whole_run)
-    assert resumed.read_config()["epochs"] == 3
+    record = resumed.read_record()
+    assert record.options.epochs == 3
+    assert [(note["from"], note["to"], note["after_epoch"]) for note in record.extended] == [(2, 3, 2)]
+
+
+def test_resume_refuses_what_does_not_add_up_and_changes_nothing(tmp_path):
+    run = train(small(tmp_path, epochs=2, name="r"), progress="none")
+    files = {p.name: p.read_bytes() for p in run.path.iterdir()}
+    with pytest.raises(UsageError, match="fewer than the 2 epoch"):  # a run is never shortened
+        resume(run.path, epochs=1, progress="none")
+    with open(run.metrics_path, "a") as metrics:  # a row last.pt has never seen (another writer)
+        metrics.write("3,9,9,9,9,9,9,9\n")
+    with pytest.raises(RunInconsistent, match="epochs 1-3 but last.pt has finished epochs 1-2"):
+        resume(run.path, epochs=4, progress="none")
+    run.metrics_path.write_bytes(files["metrics.csv"])
+    (run.path / "last.pt").unlink()  # metrics for 2 epochs and a best.pt, but nothing to resume from
+    with pytest.raises(RunInconsistent, match="2 finished epoch.* and a best.pt but no last.pt"):
+        resume(run.path, progress="none")
+    assert {p.name: p.read_bytes() for p in run.path.iterdir() if p.name != ".lock"} == \
+        {name: data for name, data in files.items() if name not in ("last.pt", ".lock")}
 
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_epochs_and_resume_matches_an_uninterrupted_run(tmp_path):
     # a constant schedule, so a 40-epoch run cut short and resumed to 4 epochs equals a 4-epoch run
     args = ["train", "lenet", "--schedule", "constant", "--crop-padding", "1", "--runs-dir", tmp_path]
-    process = subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args), "--epochs", "40", "--name", "cut"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start(["-m", "cnnlab", *args, "--epochs", "40", "--name", "cut"])
     cut = Run(tmp_path / "cut")
     deadline = time.monotonic() + 120
     while not cut.read_metric_rows():
@@ -145,24 +164,10 @@ def test_ctrl_c_keeps_finished_epochs_and_resume_matches_an_uninterrupted_run(tm
 
 def test_resume_may_change_only_epochs_and_device(tmp_path):
     run = train(small(tmp_path, epochs=1), progress="none")
-    with pytest.raises(UsageError, match="lr differ"):
-        train(replace(TrainConfig.from_run(run.path), lr=0.5), resume=run.path, progress="none")
+    with pytest.raises(UsageError, match="--lr cannot change"):
+        run.read_record().options.resumed(1, lr=0.5)
     result = cli("train", "--resume", run.path, "--lr", "0.5")
     assert result.exit_code == 2 and "--lr cannot be given" in result.stderr
-
-
-# -- options -----------------------------------------------------------------------------------
-
-def test_cli_defaults_are_train_config_defaults():
-    command = get_command(app).commands["train"]
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    compared = 0
-    for param in command.params:
-        if param.name in defaults and param.name != "model":
-            value = getattr(param.default, "value", param.default)
-            assert (str(value) if param.name == "runs_dir" else value) == defaults[param.name], param.name
-            compared += 1
-    assert compared == len(defaults) - 1
 
 
 def test_schedules_match_pytorchs_schedulers():
@@ -256,10 +261,9 @@ def test_nan_loss_stops_the_run_and_suggests_a_lower_learning_rate(tmp_path):
 # -- speed: the defaults that are fast, and a loop that never waits ----------------------------------
 
 def test_auto_speed_options_use_bf16_only_where_the_hardware_multiplies_in_it(monkeypatch):
-    def resolved(device, **options):
-        config = TrainConfig(**options)
-        training.resolve_speed_options(config, torch.device(device))
-        return config.amp, config.channels_last
+    def resolved(device, amp="auto", channels_last=None):
+        placement = Placement.choose(torch.device(device), amp, channels_last)
+        return placement.amp, placement.channels_last
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (8, 0))  # Ampere
@@ -271,12 +275,14 @@ def test_auto_speed_options_use_bf16_only_where_the_hardware_multiplies_in_it(mo
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
         assert resolved("cpu") == (amp, True)
     assert resolved("mps") == ("off", False)
-    assert resolved("cpu", amp="fp16", channels_last=False) == ("fp16", False)  # given choices stay
+    assert resolved("cpu", amp="off", channels_last=False) == ("off", False)  # given choices stay
+    with pytest.raises(UsageError, match="--amp fp16 needs a GPU"):
+        resolved("cpu", amp="fp16")
 
 
 def test_config_records_the_resolved_speed_options(default_run):
     config = default_run.read_config()
-    assert config["amp"] == ("bf16" if training.native_bf16(torch.device("cpu")) else "off")
+    assert config["amp"] == ("bf16" if native_bf16(torch.device("cpu")) else "off")
     assert config["channels_last"] is True
 
 
@@ -320,10 +326,11 @@ def test_a_training_step_never_waits_for_the_host():
     model = create_model("lenet", in_channels=1, num_classes=10).to(memory_format=torch.channels_last)
     transform = BatchTransform((28, 28), [0.5], [0.25], crop_padding=1, flip=True,
                                memory_format=torch.channels_last)
-    reporter = training.PlainLines(quiet=True)
+    reporter = PlainLines(quiet=True)
     reporter.refresh_seconds = math.inf  # the loop reads its sums at a refresh; none is due here
+    cpu = torch.device("cpu")
     with HostTraffic() as traffic:
         training.run_epoch(model, training.make_optimizer(config, model), torch.amp.GradScaler("cpu", enabled=False),
-                           training.make_autocast("bf16", torch.device("cpu")), dataset, transform, config,
-                           epoch=1, steps_per_epoch=4, reporter=reporter)
+                           Placement(cpu, "bf16", True), dataset, transform, config,
+                           epoch=1, steps_per_epoch=4, reporter=reporter, world=World(cpu))
     assert traffic.seen == []

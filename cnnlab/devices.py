@@ -1,0 +1,105 @@
+"""Where a model runs and in what precision: the device, autocast and the memory format, decided
+in one place for training, evaluation and the benchmarks.
+
+    placement = Placement.choose(device="auto", amp="auto", channels_last=None)
+    model = placement.place(model)
+    transform = placement.transform((28, 28), mean, std)
+    with placement.autocast():
+        logits = model(transform(images))
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnlab.errors import DeviceUnavailable, UsageError
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps; a missing one is an error."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UsageError(f"unknown device {spec!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = 0 if device.index is None else device.index
+        if index >= count:
+            have = "no CUDA GPU" if count == 0 else f"{count} CUDA GPU(s), numbered 0 to {count - 1}"
+            raise DeviceUnavailable(f"GPU {index} is not available: this machine has {have} (use --device cpu)")
+        return torch.device("cuda", index)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailable("the Apple GPU (mps) is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unsupported device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 in hardware: CUDA GPUs since Ampere (compute
+    capability 8), CPUs with AVX512-BF16 or AMX. Elsewhere bf16 is emulated, and slower."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":  # torch's own CPU feature probes (private, so absent ones count as no)
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A device, a precision (``amp``: off, bf16 or fp16) and a memory format, all resolved."""
+
+    device: torch.device
+    amp: str
+    channels_last: bool
+
+    @classmethod
+    def choose(cls, device="auto", amp: str = "auto", channels_last: bool | None = None) -> "Placement":
+        """Fill in ``auto``/None with the fastest settings that leave results within seed-to-seed
+        noise (measured by benchmarks/train_throughput.py): bf16 where the hardware multiplies in
+        it, channels-last on CPU and CUDA."""
+        device = device if isinstance(device, torch.device) else resolve_device(device)
+        if amp == "auto":
+            amp = "bf16" if native_bf16(device) else "off"
+        if amp not in AMP_DTYPES:
+            raise UsageError(f"--amp must be one of auto, {', '.join(AMP_DTYPES)}, not {amp!r}")
+        if amp == "fp16" and device.type == "cpu":
+            raise UsageError("--amp fp16 needs a GPU; on the CPU use --amp bf16")
+        if channels_last is None:
+            channels_last = device.type in ("cpu", "cuda")
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # input shapes stay fixed: time cuDNN's algorithms once
+        return cls(device, amp, channels_last)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def place(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device, memory_format=self.memory_format)
+
+    def autocast(self):
+        """A fresh autocast context for one forward pass (a no-op without mixed precision)."""
+        if self.amp == "off":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
+
+    def transform(self, size, mean, std, **augmentation):
+        """The per-batch transform into this placement's device and memory format."""
+        from cnnlab.data import BatchTransform
+
+        return BatchTransform(size, mean, std, device=self.device, memory_format=self.memory_format,
+                              **augmentation)

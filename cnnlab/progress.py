@@ -1,0 +1,98 @@
+"""How training reports its progress: one plain line per epoch (logs, pipes, tests), or a live
+rich progress bar on a terminal. The loop calls the same five methods on either."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from cnnlab.errors import UsageError
+
+
+def format_row(row: dict, epochs: int) -> str:
+    return (f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  train_loss {row['train_loss']:.4f}  "
+            f"train_acc {row['train_acc']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
+            f"lr {row['lr']:.3g}  {row['epoch_seconds']:.1f}s  {row['images_per_second']:.0f} img/s")
+
+
+class PlainLines:
+    """One line per epoch on stdout: for logs, pipes and tests."""
+
+    refresh_seconds = 10.0  # how often the loop reads its sums mid-epoch (to stop on NaN early)
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.last_refresh = time.monotonic()
+
+    def print(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last_refresh < self.refresh_seconds:
+            return False
+        self.last_refresh = now
+        return True
+
+    def start(self, text: str) -> None:
+        self.print(text)
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.last_refresh = time.monotonic()
+
+    def step(self, step: int, loss: float, acc: float, images_per_second: float) -> None:
+        pass
+
+    def epoch_end(self, row: dict, epochs: int) -> None:
+        self.print(format_row(row, epochs))
+
+    def close(self) -> None:
+        pass
+
+    def finish(self, run, best_val_acc: float, best_epoch: int) -> None:
+        if best_epoch:
+            self.print(f"best val_acc {best_val_acc:.4f} at epoch {best_epoch}; run saved in {run.path}")
+
+
+class RichProgress(PlainLines):
+    """A live bar for the epoch in progress (batch, loss, acc, images/s, ETA); epoch lines above."""
+
+    refresh_seconds = 0.25
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        super().__init__()
+        self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.4f}  "
+                                       "{task.fields[speed]:.0f} img/s"),
+                            TimeRemainingColumn(), transient=True)
+        self.task = None
+        self.bar.start()
+
+    def print(self, text: str) -> None:
+        self.bar.console.print(text, highlight=False, soft_wrap=True)
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        super().epoch_start(epoch, epochs, steps)
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task("", total=steps, epoch=f"{epoch}/{epochs}", loss=0.0, acc=0.0, speed=0.0)
+
+    def step(self, step: int, loss: float, acc: float, images_per_second: float) -> None:
+        self.bar.update(self.task, completed=step, loss=loss, acc=acc, speed=images_per_second)
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
+def make_reporter(progress: str) -> PlainLines:
+    """auto (a bar on a terminal, plain lines otherwise), rich, plain or none."""
+    if progress == "auto":
+        progress = "rich" if sys.stdout.isatty() else "plain"
+    if progress == "rich":
+        return RichProgress()
+    if progress in ("plain", "none"):
+        return PlainLines(quiet=progress == "none")
+    raise UsageError(f"progress must be auto, rich, plain or none, not {progress!r}")

@@ -10,8 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.models import create_model, parameter_count
+from cnnlab.models import create_model, parameter_count, uninitialized
 from cnnlab.models.attention import EfficientChannelAttention, eca_kernel_size
+from cnnlab.models.blocks import AuxOutputs
+from cnnlab.models.googlenet import INCEPTIONS, Inception
 from cnnlab.summary import summarize
 
 
@@ -127,3 +129,70 @@ def test_eca_gated_layers_have_a_global_receptive_field():
     assert rows["layer1.0.branch.5"].type == "EfficientChannelAttention"
     assert rows["layer1.0.branch.5"].rf_status == "global"
     assert rows["layer1.0.branch.5"].params == 3
+
+
+# ---------------------------------------------------------------- GoogLeNet without 1x1 reductions
+
+def conv_weights(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_naive_inception_branches_read_the_full_input():
+    # a block like 3b: 256 channels in; 3x3 branch of 192 (reduction 64), 5x5 of 96 (reduction 32)
+    widths = dict(c1=128, c3_reduce=64, c3=192, c5_reduce=32, c5=96, pool_proj=64)
+    reduced = Inception(256, **widths)
+    naive = Inception(256, **widths, reductions=False)
+    assert conv_weights(reduced.branch2) == 1 * 1 * 256 * 64 + 3 * 3 * 64 * 192 == 126_976
+    assert conv_weights(naive.branch2) == 3 * 3 * 256 * 192 == 442_368
+    assert conv_weights(reduced.branch3) == 1 * 1 * 256 * 32 + 5 * 5 * 32 * 96
+    assert conv_weights(naive.branch3) == 5 * 5 * 256 * 96
+    assert conv_weights(naive.branch4) == conv_weights(reduced.branch4) == 256 * 64  # projection kept
+    x = torch.empty(1, 256, 28, 28, device="meta")
+    assert naive.to("meta")(x).shape == reduced.to("meta")(x).shape == (1, 128 + 192 + 96 + 64, 28, 28)
+
+
+def test_googlenet_naive_costs_what_table_1_without_reductions_predicts():
+    # per block with C input channels: the reductions cost C·r3 + r3 + 9·r3·c3 and C·r5 + r5 + 25·r5·c5,
+    # the naive convolutions 9·C·c3 and 25·C·c5 (the biases of c3 and c5 are in both); MACs are
+    # the weights times the map's area (28² for 3a-3b, 14² for 4a-4e, 7² for 5a-5b at 224x224)
+    extra_params = extra_macs = 0
+    channels = 192
+    for name, (c1, r3, c3, r5, c5, pool_proj) in INCEPTIONS.items():
+        area = {"3": 28 * 28, "4": 14 * 14, "5": 7 * 7}[name[0]]
+        reduced_weights = channels * r3 + 9 * r3 * c3 + channels * r5 + 25 * r5 * c5
+        naive_weights = 9 * channels * c3 + 25 * channels * c5
+        extra_params += naive_weights - reduced_weights - r3 - r5
+        extra_macs += (naive_weights - reduced_weights) * area
+        channels = c1 + c3 + c5 + pool_proj
+    paper, naive = summarize("googlenet"), summarize("googlenet_naive")
+    assert naive.totals.params - paper.totals.params == extra_params
+    assert naive.totals.macs - paper.totals.macs == extra_macs
+    # the measured figures (README): 6,998,552 -> 25,305,944 parameters, 1.58 -> 4.43 G MACs
+    assert (paper.totals.params, naive.totals.params) == (6_998_552, 25_305_944)
+    assert (paper.totals.macs, naive.totals.macs) == (1_582_671_872, 4_426_547_200)
+    blocks = lambda name: [b.out_channels for b in build_meta(name).inception.values()]
+    assert blocks("googlenet_naive") == blocks("googlenet")  # the rest of the network is unchanged
+
+
+@pytest.mark.parametrize("name, options", [
+    ("googlenet", {}), ("googlenet_tv", {}), ("googlenet_naive", {}), ("googlenet", {"width": 0.5}),
+    ("googlenet_naive", {"branch3_kernels": (3, 3), "batch_norm": True}),
+])
+def test_every_googlenet_variant_returns_aux_outputs_only_in_training(name, options):
+    model = build_meta(name, aux_logits=True, num_classes=10, **options)
+    x = torch.empty(2, 3, 96, 96, device="meta")
+    out = model.train()(x)
+    assert isinstance(out, AuxOutputs) and [t.shape for t in (out.logits, *out.aux)] == [(2, 10)] * 3
+    assert isinstance(model.eval()(x), torch.Tensor)
+    assert isinstance(build_meta(name, **options).train()(x), torch.Tensor)  # no heads: plain logits
+
+
+def test_summary_of_a_googlenet_with_aux_heads_is_the_eval_network():
+    with uninitialized():
+        with_aux = create_model("googlenet_naive", aux_logits=True, num_classes=10)
+        without = create_model("googlenet_naive", num_classes=10)
+    assert with_aux.training
+    summary = summarize(with_aux, input_size=(3, 96, 96))
+    assert with_aux.training  # the mode is restored
+    assert summary.layers[-1].output_shape == (10,)
+    assert summary.totals.macs == summarize(without, input_size=(3, 96, 96)).totals.macs

@@ -9,11 +9,16 @@ says so.
 import pytest
 import torch
 from torch import nn
+from torchvision import models as torchvision_models
+from torchvision.models import vgg as torchvision_vgg
 
-from cnnlab.models import create_model, parameter_count, uninitialized
+from cnnlab.errors import UsageError
+from cnnlab.models import (create_model, list_models, model_options, model_spec, parameter_count,
+                           uninitialized)
 from cnnlab.models.attention import EfficientChannelAttention, eca_kernel_size
-from cnnlab.models.blocks import AuxOutputs
+from cnnlab.models.blocks import AuxOutputs, scaled
 from cnnlab.models.googlenet import INCEPTIONS, Inception
+from cnnlab.models.vgg import CFGS
 from cnnlab.summary import summarize
 
 
@@ -86,7 +91,7 @@ def test_cifar_resnets_train_on_a_small_batch():
     torch.manual_seed(0)
     for name in ("resnet20", "plain20"):
         model = create_model(name, attention="eca")
-        logits = model(torch.randn(2, 3, 32, 32))
+        logits = model(torch.randn(2, 3, 16, 16))
         assert logits.shape == (2, 10) and torch.isfinite(logits).all()
         logits.sum().backward()
         assert all(p.grad is not None for p in model.parameters())
@@ -196,3 +201,182 @@ def test_summary_of_a_googlenet_with_aux_heads_is_the_eval_network():
     assert with_aux.training  # the mode is restored
     assert summary.layers[-1].output_shape == (10,)
     assert summary.totals.macs == summarize(without, input_size=(3, 96, 96)).totals.macs
+
+
+# ---------------------------------------------------------------- width=
+
+def shapes(model: nn.Module):
+    return sorted(tuple(parameter.shape) for parameter in model.parameters())
+
+
+def test_vgg11_at_a_quarter_width_is_d2l_vgg11_quarter():
+    assert shapes(build_meta("vgg11", width=0.25, in_channels=1, num_classes=10)) == shapes(
+        build_meta("vgg11_quarter"))
+
+
+@pytest.mark.parametrize("depth, batch_norm, width", [(11, False, 0.5), (16, True, 0.25), (19, False, 2)])
+def test_vgg_width_matches_torchvision_layers_built_from_a_scaled_configuration(depth, batch_norm, width):
+    cfg = [item if item == "M" else int(item * width) for item in CFGS[depth]]  # exact at these widths
+    with torch.device("meta"):
+        reference = torchvision_vgg.make_layers(cfg, batch_norm=batch_norm)
+    ours = build_meta(f"vgg{depth}", width=width, batch_norm=batch_norm)
+    assert shapes(ours.features) == shapes(reference)
+    linears = [m for m in ours.classifier if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (int(512 * width) * 7 * 7, 4096), (4096, 4096), (4096, 1000)]  # d2l keeps the 4096 units
+
+
+def resnet_params(stage_sizes, expansion, width, classes=1000):
+    """He et al.'s ResNet counted by hand: 7x7 stem, stages of basic (3x3, 3x3) or bottleneck
+    (1x1, 3x3, 1x1 x expansion) blocks, a 1x1 projection + BatchNorm where the shape changes,
+    BatchNorm (2 parameters per channel) after every convolution, a linear classifier."""
+    stem = int(64 * width)
+    total, channels = 3 * 7 * 7 * stem + 2 * stem, stem
+    for index, num_blocks in enumerate(stage_sizes):
+        planes = int(64 * 2 ** index * width)
+        out = planes * expansion
+        for position in range(num_blocks):
+            if expansion == 1:
+                total += 9 * channels * planes + 9 * planes * planes + 4 * planes
+            else:
+                total += channels * planes + 9 * planes * planes + planes * out + 4 * planes + 2 * out
+            if channels != out or (index > 0 and position == 0):
+                total += channels * out + 2 * out
+            channels = out
+    return total + channels * classes + classes
+
+
+def test_resnet_width_matches_the_hand_count():
+    # the hand count reproduces torchvision's published figures at width 1 ...
+    assert resnet_params((2, 2, 2, 2), 1, 1) == 11_689_512
+    assert resnet_params((3, 4, 6, 3), 4, 1) == 25_557_032
+    # ... and predicts the scaled networks
+    for width in (0.25, 0.5, 1.5):
+        assert parameter_count(build_meta("resnet18", width=width)) == resnet_params((2, 2, 2, 2), 1, width)
+        assert parameter_count(build_meta("resnet50", width=width)) == resnet_params((3, 4, 6, 3), 4, width)
+
+
+def test_densenet_width_scales_growth_and_stem_like_torchvision_s_own_parameters():
+    with torch.device("meta"):
+        reference = torchvision_models.DenseNet(growth_rate=16, block_config=(6, 12, 24, 16),
+                                                num_init_features=32)
+    assert shapes(build_meta("densenet121", width=0.5)) == shapes(reference)
+
+
+def test_cifar_resnet_width_doubles_the_stages():
+    # ResNet-20 at width 2 is 32-64-128 channels: every 3x3 weight 4x, BatchNorm and head 2x
+    convs = 3 * 3 * (3 * 16 + 6 * 16 * 16 + (16 * 32 + 5 * 32 * 32) + (32 * 64 + 5 * 64 * 64))
+    norms = 2 * (16 + 6 * 16 + 6 * 32 + 6 * 64)
+    assert CIFAR_PARAMS[20] == convs + norms + 64 * 10 + 10
+    wide = 3 * 3 * 3 * 32 + 4 * (convs - 3 * 3 * 3 * 16) + 2 * norms + 128 * 10 + 10
+    assert parameter_count(build_meta("resnet20", width=2)) == wide
+
+
+def test_googlenet_width_halves_every_block():
+    # Table 1's block outputs 256, 480, 512, 512, 512, 528, 832, 832, 1024, halved
+    for name in ("googlenet", "googlenet_tv", "googlenet_naive"):
+        blocks = [b.out_channels for b in build_meta(name, width=0.5).inception.values()]
+        assert blocks == [128, 240, 256, 256, 256, 264, 416, 416, 512]
+
+
+@pytest.mark.parametrize("name, convolutions, first_linear", [
+    ("lenet", [3, 8], (8 * 5 * 5, 120)),
+    ("alexnet", [32, 96, 192, 128, 128], (128 * 6 * 6, 4096)),
+    ("alexnet_2012", [48, 128, 192, 192, 128], (128 * 5 * 5, 4096)),
+    ("zfnet", [48, 128, 192, 192, 128], (128 * 6 * 6, 4096)),
+    ("nin", [48, 48, 48, 128, 128, 128, 192, 192, 192, 10, 10, 10], None),
+    ("mnist_resnet", [8, 8, 8, 16, 16, 16], (16 * 4 * 4, 10)),
+])
+def test_half_width_halves_the_convolutions_and_keeps_hidden_units(name, convolutions, first_linear):
+    model = build_meta(name, width=0.5)
+    assert [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)] == convolutions
+    linears = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+    assert (linears[0] if linears else None) == first_linear
+
+
+def test_mnist_inception_width_scales_the_blocks():
+    model = build_meta("mnist_inception", width=0.5)
+    assert model.inception1.out_channels == model.inception2.out_channels == 8 + 3 * 12
+    assert model.fc[-1].in_features == 44 * 4 * 4
+
+
+def test_scaled_rounds_to_the_nearest_channel_count_and_keeps_one():
+    assert [scaled(c, 1 / 3) for c in (96, 64, 16, 1)] == [32, 21, 5, 1]
+    assert scaled(6, 0.25) == 2 and scaled(10, 0.25) == 3 and scaled(16, 0.01) == 1
+
+
+@pytest.mark.parametrize("width", [0, -1, float("nan"), float("inf"), "wide", True])
+def test_a_width_that_is_not_a_positive_finite_number_is_refused(width):
+    for name in ("vgg11", "resnet20", "densenet_small", "lenet"):
+        with pytest.raises(UsageError, match="width must be a positive finite number"):
+            build_meta(name, width=width)
+
+
+@pytest.mark.parametrize("name", [name for name in list_models() if "width" in model_spec(name).options])
+def test_every_width_option_changes_the_network_and_keeps_its_output(name):
+    spec = model_spec(name)
+    narrow, full = build_meta(name, width=0.5).eval(), build_meta(name)
+    assert parameter_count(narrow) < parameter_count(full)
+    assert narrow(torch.empty(1, *spec.input_size, device="meta")).shape == (1, spec.num_classes)
+
+
+# ---------------------------------------------------------------- model_options (--model-arg)
+
+def test_model_options_parse_each_value_as_the_option_s_type():
+    assert model_options("googlenet", ["width=0.5", "aux_logits=yes", "branch3_kernels=3,3", "dropout=0",
+                                       "reductions=False"]) == {
+        "width": 0.5, "aux_logits": True, "branch3_kernels": (3, 3), "dropout": 0.0, "reductions": False}
+    options = model_options("googlenet", ["width=2", "branch3_kernels=5"])
+    assert options == {"width": 2.0, "branch3_kernels": (5,)} and isinstance(options["width"], float)
+    assert model_options("resnet20", [" attention = eca "]) == {"attention": "eca"}
+    assert model_options("mlp", ["hidden=128,64", "image_size=32"]) == {"hidden": (128, 64), "image_size": 32}
+    assert model_options("resnet18", []) == {}
+
+
+def test_parsed_options_build_the_model():
+    options = model_options("resnet20", ["width=0.5", "attention=se"])
+    model = build_meta("resnet20", in_channels=1, num_classes=7, **options)
+    assert model.stem[0].weight.shape == (8, 1, 3, 3) and model.head[-1].out_features == 7
+
+
+@pytest.mark.parametrize("name, pair, message", [
+    ("resnet18", "widht=0.5", r"resnet18 has no option 'widht'; did you mean width\? it accepts width \(float\), "
+                              r"attention \(str\), preactivation \(bool\)"),
+    ("preact_resnet18", "preactivation=no", "has no option 'preactivation'; it accepts width"),
+    ("vgg11_quarter", "width=0.5", "it accepts batch_norm .bool., dropout .float.$"),
+    ("resnet18", "width", "'width' is not KEY=VALUE"),
+    ("resnet18", "=0.5", "is not KEY=VALUE"),
+    ("resnet18", "in_channels=1", "in_channels is not a model option: the data set decides it"),
+    ("resnet18", "num_classes=10", "num_classes is not a model option"),
+    ("resnet18", "width=wide", "resnet18 option width takes a number; got 'wide'"),
+    ("googlenet", "aux_logits=1", "option aux_logits takes true or false; got 1"),
+    ("googlenet", "dropout=yes", "takes a number; got True"),
+    ("resnet18", "attention=1", "takes a word"),
+    ("googlenet", "branch3_kernels=3,x", "a comma list must be integers"),
+    ("mlp", "image_size=2.5", "takes an integer"),
+    ("resnet18", "width=0", "width must be a positive finite number"),
+    ("resnet18", "width=-1", "width must be a positive finite number"),
+    ("resnet18", "width=nan", "width must be a positive finite number"),
+    ("resnet18", "width=inf", "width must be a positive finite number"),
+    ("resnet18", "attention=gcnet", "unknown attention 'gcnet'; choose one of se, cbam, eca"),
+    ("lenet", "activation=gelu", "unknown activation 'gelu'"),
+    ("vgg11", "dropout=2", "vgg11 refuses .* dropout probability has to be between 0 and 1"),
+    ("torchvision:resnet18", "zero_init_residual=true", "has no option 'zero_init_residual'; it takes no options"),
+])
+def test_bad_model_options_are_one_line_usage_errors(name, pair, message):
+    with pytest.raises(UsageError, match=message) as error:
+        model_options(name, [pair])
+    assert "\n" not in str(error.value)
+
+
+OPTION_SAMPLES = dict(width="0.5", attention="se", preactivation="true", aux_logits="true", batch_norm="true",
+                      branch3_kernels="3,3", dropout="0.1", reductions="false", compression="0.5",
+                      activation="relu", image_size="32", hidden="64,32")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_declared_option_is_accepted_by_its_builder(name):
+    options = model_spec(name).options
+    assert set(options) <= set(OPTION_SAMPLES)
+    parsed = model_options(name, [f"{key}={OPTION_SAMPLES[key]}" for key in options])  # builds on meta
+    assert set(parsed) == set(options)

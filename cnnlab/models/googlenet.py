@@ -11,6 +11,10 @@ third branch, dropout 0.4. ``branch3_kernels=(3, 3)`` factorises that 5x5 into t
 convolutions (same receptive field, 18 instead of 25 weights per channel pair), as Inception v2
 and v3 later did. Local response normalisation is left out (no parameters).
 
+``googlenet_naive`` (``reductions=False``) drops the 1x1 reductions in front of the 3x3 and 5x5
+convolutions (the paper's Fig. 2a), keeping every block's output channels, to measure what the
+reductions save (see Inception). ``width`` scales every convolution (see GoogLeNet).
+
 ``googlenet_tv`` has exactly torchvision's ``googlenet`` parameters: BatchNorm (eps=0.001)
 after bias-free convolutions, dropout 0.2, and a single 3x3 where the paper has the 5x5.
 torchvision's GoogLeNet weights were ported from TensorFlow-slim's Inception v1, whose third

@@ -1,4 +1,5 @@
-"""ResNet (He, Zhang, Ren and Sun 2015), pre-activation ResNet (He et al. 2016), SE and CBAM.
+"""ResNet (He, Zhang, Ren and Sun 2015) for ImageNet and CIFAR-10, pre-activation ResNet (He et
+al. 2016), plain networks, and ResNets with SE, CBAM or ECA attention.
 
 A residual block adds its input back to the output of a small branch of convolutions, so a
 block that learns nothing is the identity and depth stops hurting. ResNet-18/34 use the basic
@@ -65,13 +66,16 @@ SHORTCUTS = ("projection", "zero_padding", "none")
 
 class ResidualBlock(nn.Module):
     """``relu(branch(x) + shortcut(x))``, or with pre-activation ``branch(a) + shortcut`` where
-    ``a = relu(bn(x))``. Subclasses say which convolutions make the branch."""
+    ``a = relu(bn(x))``; ``shortcut`` is one of SHORTCUTS ("none": ``relu(branch(x))``).
+    Subclasses say which convolutions make the branch."""
 
     expansion = 1
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, attention: str | None = None,
                  preactivation: bool = False, shortcut: str = "projection"):
         super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS}, not {shortcut!r}")
         out_channels = planes * self.expansion
         self.preactivation = preactivation
         final_norm = [] if preactivation else [nn.BatchNorm2d(out_channels)]  # else the next block's
@@ -79,7 +83,7 @@ class ResidualBlock(nn.Module):
                                     attention_layer(attention, out_channels))
         self.preact = nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU()) if preactivation else None
         self.residual = shortcut != "none"
-        self.projection = None  # the shortcut is the identity unless the shape changes
+        self.projection = None  # the identity, unless the shape changes: option B's 1x1 or option A
         if self.residual and (stride != 1 or in_channels != out_channels):
             norm = [] if preactivation else [nn.BatchNorm2d(out_channels)]
             self.projection = (ZeroPaddingShortcut(in_channels, out_channels, stride)

@@ -228,8 +228,8 @@ def test_squeeze_excitation_rescales_whole_channels_by_factors_in_0_1():
 
 
 def test_unknown_attention_is_a_one_line_error():
-    with pytest.raises(UsageError, match="se, cbam"):
-        build_meta("resnet18", attention="eca")
+    with pytest.raises(UsageError, match="se, cbam, eca"):
+        build_meta("resnet18", attention="gcnet")
 
 
 # ---------------------------------------------------------------- registry
@@ -260,7 +260,8 @@ def test_registering_a_name_twice_is_refused():
 
 
 def test_names_sort_naturally():
-    assert list_models("resnet*") == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert list_models("resnet*") == ["resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50",
+                                      "resnet56", "resnet101", "resnet110", "resnet152"]
     assert list_models("densenet1*") == ["densenet121", "densenet161", "densenet169"]
 
 

@@ -12,11 +12,14 @@ must be 224x224 (1x224x224 for Fashion-MNIST resized).
 Both leave out local response normalisation (no parameters; later networks dropped it) and put
 dropout after the first two fully connected layers, as the paper did (torchvision puts it
 before them; the parameters are the same).
+
+``width`` multiplies the five convolutions' channels; the classifier keeps its 4096-4096 hidden
+units (as d2l's VGG-11/4 does).
 """
 
 from torch import nn
 
-from cnnlab.models.blocks import fc_classifier
+from cnnlab.models.blocks import fc_classifier, scaled
 from cnnlab.models.registry import register_model
 
 CONFIGS = {
@@ -29,9 +32,9 @@ CONFIGS = {
 
 class AlexNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, widths, stem_padding: int, grid: int,
-                 adaptive: bool, dropout: float = 0.5):
+                 adaptive: bool, dropout: float = 0.5, width: float = 1.0):
         super().__init__()
-        c1, c2, c3, c4, c5 = widths
+        c1, c2, c3, c4, c5 = (scaled(channels, width) for channels in widths)
         self.features = nn.Sequential(  # shapes at 224 x 224 for "one_tower" (then "2012")
             nn.Conv2d(in_channels, c1, kernel_size=11, stride=4, padding=stem_padding), nn.ReLU(),
             nn.MaxPool2d(kernel_size=3, stride=2),                     # N x c1 x 27 x 27 (26 x 26)
@@ -49,13 +52,16 @@ class AlexNet(nn.Module):
         return self.classifier(self.pool(self.features(x)))  # N x num_classes
 
 
-@register_model(family="AlexNet", year=2014, input_size=(3, 224, 224))
+OPTIONS = dict(width=float, dropout=float)
+
+
+@register_model(family="AlexNet", year=2014, input_size=(3, 224, 224), options=OPTIONS)
 def alexnet(in_channels=3, num_classes=1000, **kwargs):
     """AlexNet, torchvision's single-tower 64-192-384-256-256 variant (Krizhevsky 2014)."""
     return AlexNet(in_channels, num_classes, **CONFIGS["one_tower"], **kwargs)
 
 
-@register_model(family="AlexNet", year=2012, input_size=(1, 224, 224), num_classes=10)
+@register_model(family="AlexNet", year=2012, input_size=(1, 224, 224), num_classes=10, options=OPTIONS)
 def alexnet_2012(in_channels=1, num_classes=10, **kwargs):
     """AlexNet with the 2012 paper's 96-256-384-384-256 widths (d2l); input must be 224x224."""
     return AlexNet(in_channels, num_classes, **CONFIGS["2012"], **kwargs)

@@ -4,7 +4,13 @@ Squeeze-and-excitation (Hu, Shen and Sun 2017) reweights channels from their glo
 CBAM (Woo, Park, Lee and Kweon 2018) reweights channels from both the average and the maximum,
 then reweights positions. Both use a bottleneck MLP of ``channels // reduction`` hidden units
 (reduction 16 in both papers), written as 1x1 convolutions so no reshaping is needed.
+
+ECA (Wang, Wu, Zhu, Li, Zuo and Hu 2020, "ECA-Net") drops that bottleneck: each channel's
+weight comes from its k neighbours' global averages through one k-tap 1-D convolution across
+the channels, k growing with log2 of the channel count, so a block gains only k parameters.
 """
+
+import math
 
 import torch
 from torch import nn
@@ -59,8 +65,28 @@ class CBAM(nn.Sequential):
         super().__init__(ChannelAttention(channels, reduction), SpatialAttention())
 
 
+def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """The ECA paper's k = |log2(C)/gamma + b/gamma|_odd, computed as its code does: truncate,
+    then take the next odd number if even (C = 64 -> 3, 256 -> 5, 512 -> 5, 2048 -> 7)."""
+    k = int(abs((math.log2(channels) + b) / gamma))
+    return k if k % 2 else k + 1
+
+
+class EfficientChannelAttention(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        kernel_size = eca_kernel_size(channels)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x):
+        descriptor = self.pool(x).squeeze(-1).transpose(-1, -2)  # N x 1 x C: channels as a sequence
+        weights = self.conv(descriptor).transpose(-1, -2).unsqueeze(-1)  # N x C x 1 x 1
+        return x * torch.sigmoid(weights)
+
+
 # name accepted by ResNet(attention=...) -> module built with the branch's output channels
-ATTENTION = dict(se=SqueezeExcitation, cbam=CBAM)
+ATTENTION = dict(se=SqueezeExcitation, cbam=CBAM, eca=EfficientChannelAttention)
 
 
 def attention_layer(name: str | None, channels: int) -> nn.Module:

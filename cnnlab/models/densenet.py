@@ -8,12 +8,15 @@ memory-saving checkpointing.
 
 ``densenet_small`` is d2l's DenseNet for Fashion-MNIST at 96x96: four blocks of four layers
 without the 1x1 bottleneck (``bn_size=None``).
+
+``width`` multiplies the growth rate and the stem's channels (so the bottleneck, ``bn_size``
+times the growth rate, and the transitions follow); there is no hidden fully connected layer.
 """
 
 import torch
 from torch import nn
 
-from cnnlab.models.blocks import init_he
+from cnnlab.models.blocks import init_he, scaled
 from cnnlab.models.registry import register_model
 
 CONFIGS = {  # name -> growth rate, layers per dense block, stem channels, bottleneck factor
@@ -58,8 +61,9 @@ def transition(in_channels: int, out_channels: int) -> nn.Sequential:
 class DenseNet(nn.Module):
     def __init__(self, in_channels: int = 3, num_classes: int = 1000, growth_rate: int = 32,
                  block_sizes=(6, 12, 24, 16), stem_channels: int = 64, bn_size: int | None = 4,
-                 compression: float = 0.5):
+                 compression: float = 0.5, width: float = 1.0):
         super().__init__()
+        growth_rate, stem_channels = scaled(growth_rate, width), scaled(stem_channels, width)
         layers = [
             nn.Conv2d(in_channels, stem_channels, kernel_size=7, stride=2, padding=3, bias=False),
             nn.BatchNorm2d(stem_channels), nn.ReLU(),
@@ -82,31 +86,34 @@ class DenseNet(nn.Module):
         return self.head(x)   # N x num_classes
 
 
-@register_model(family="DenseNet", year=2016)
+OPTIONS = dict(width=float, compression=float)
+
+
+@register_model(family="DenseNet", year=2016, options=OPTIONS)
 def densenet121(in_channels=3, num_classes=1000, **kwargs):
     """DenseNet-121: growth 32, blocks of 6-12-24-16 layers."""
     return DenseNet(in_channels, num_classes, **CONFIGS["densenet121"], **kwargs)
 
 
-@register_model(family="DenseNet", year=2016)
+@register_model(family="DenseNet", year=2016, options=OPTIONS)
 def densenet161(in_channels=3, num_classes=1000, **kwargs):
     """DenseNet-161: growth 48, blocks of 6-12-36-24 layers, 96 stem channels."""
     return DenseNet(in_channels, num_classes, **CONFIGS["densenet161"], **kwargs)
 
 
-@register_model(family="DenseNet", year=2016)
+@register_model(family="DenseNet", year=2016, options=OPTIONS)
 def densenet169(in_channels=3, num_classes=1000, **kwargs):
     """DenseNet-169: growth 32, blocks of 6-12-32-32 layers."""
     return DenseNet(in_channels, num_classes, **CONFIGS["densenet169"], **kwargs)
 
 
-@register_model(family="DenseNet", year=2016)
+@register_model(family="DenseNet", year=2016, options=OPTIONS)
 def densenet201(in_channels=3, num_classes=1000, **kwargs):
     """DenseNet-201: growth 32, blocks of 6-12-48-32 layers."""
     return DenseNet(in_channels, num_classes, **CONFIGS["densenet201"], **kwargs)
 
 
-@register_model(family="DenseNet", year=2016, input_size=(1, 96, 96), num_classes=10)
+@register_model(family="DenseNet", year=2016, input_size=(1, 96, 96), num_classes=10, options=OPTIONS)
 def densenet_small(in_channels=1, num_classes=10, **kwargs):
     """d2l's small DenseNet: four blocks of four 3x3 layers, growth 32, no bottleneck."""
     return DenseNet(in_channels, num_classes, **CONFIGS["densenet_small"], **kwargs)

@@ -11,6 +11,10 @@ third branch, dropout 0.4. ``branch3_kernels=(3, 3)`` factorises that 5x5 into t
 convolutions (same receptive field, 18 instead of 25 weights per channel pair), as Inception v2
 and v3 later did. Local response normalisation is left out (no parameters).
 
+``googlenet_naive`` (``reductions=False``) drops the 1x1 reductions in front of the 3x3 and 5x5
+convolutions (the paper's Fig. 2a), keeping every block's output channels, to measure what the
+reductions save (see Inception). ``width`` scales every convolution (see GoogLeNet).
+
 ``googlenet_tv`` has exactly torchvision's ``googlenet`` parameters: BatchNorm (eps=0.001)
 after bias-free convolutions, dropout 0.2, and a single 3x3 where the paper has the 5x5.
 torchvision's GoogLeNet weights were ported from TensorFlow-slim's Inception v1, whose third
@@ -26,7 +30,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from cnnlab.models.blocks import AuxOutputs, conv_bn_relu, conv_relu, init_he
+from cnnlab.models.blocks import AuxOutputs, conv_bn_relu, conv_relu, init_he, scaled
 from cnnlab.models.registry import register_model
 
 INCEPTIONS = {  # the paper's Table 1: name -> (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj)
@@ -43,12 +47,24 @@ INCEPTIONS = {  # the paper's Table 1: name -> (1x1, 3x3 reduce, 3x3, 5x5 reduce
 
 
 class Inception(nn.Module):
+    """With ``reductions=False`` the block is the paper's "naive" Inception module (Fig. 2a): the
+    3x3 and 5x5 convolutions read the full input, ``c3_reduce`` and ``c5_reduce`` are unused.
+    The pool branch keeps its 1x1 projection to ``pool_proj`` channels although Fig. 2a has none:
+    without it the block would output ``c1 + c3 + c5 + in_channels`` channels, growing from block
+    to block and changing every later layer, and the comparison would no longer measure only the
+    reductions in front of the 3x3 and 5x5."""
+
     def __init__(self, in_channels: int, c1: int, c3_reduce: int, c3: int, c5_reduce: int, c5: int,
-                 pool_proj: int, conv=conv_relu, branch3_kernels=(5,)):
+                 pool_proj: int, conv=conv_relu, branch3_kernels=(5,), reductions: bool = True):
         super().__init__()
+
+        def reduced(width):  # the 1x1 reduction in front of a branch, and the channels after it
+            return ([conv(in_channels, width, 1)], width) if reductions else ([], in_channels)
+
         self.branch1 = conv(in_channels, c1, 1)
-        self.branch2 = nn.Sequential(conv(in_channels, c3_reduce, 1), conv(c3_reduce, c3, 3, padding=1))
-        branch3, channels = [conv(in_channels, c5_reduce, 1)], c5_reduce
+        branch2, channels = reduced(c3_reduce)
+        self.branch2 = nn.Sequential(*branch2, conv(channels, c3, 3, padding=1))
+        branch3, channels = reduced(c5_reduce)
         for kernel_size in branch3_kernels:  # (5,): the paper; (3, 3): factorised; (3,): torchvision
             branch3.append(conv(channels, c5, kernel_size, padding=kernel_size // 2))
             channels = c5
@@ -64,11 +80,12 @@ class AuxiliaryClassifier(nn.Module):
     """The paper's side head: average pool to 4x4 (its 5x5/3 pool at 224x224; adaptive here so
     any input works), 1x1 convolution to 128, FC 1024, dropout 0.7, classifier."""
 
-    def __init__(self, in_channels: int, num_classes: int, conv=conv_relu):
+    def __init__(self, in_channels: int, num_classes: int, conv=conv_relu, width: float = 1.0):
         super().__init__()
+        channels = scaled(128, width)
         self.layers = nn.Sequential(
-            nn.AdaptiveAvgPool2d(4), conv(in_channels, 128, 1), nn.Flatten(),  # N x 2048
-            nn.Linear(128 * 4 * 4, 1024), nn.ReLU(), nn.Dropout(0.7),
+            nn.AdaptiveAvgPool2d(4), conv(in_channels, channels, 1), nn.Flatten(),  # N x 2048
+            nn.Linear(channels * 4 * 4, 1024), nn.ReLU(), nn.Dropout(0.7),
             nn.Linear(1024, num_classes),
         )
 
@@ -82,25 +99,32 @@ def max_pool():
 
 class GoogLeNet(nn.Module):
     """With ``aux_logits=True`` the forward pass in training mode returns
-    ``AuxOutputs(logits, aux=(aux_4a, aux_4d))``; in eval mode it always returns the logits."""
+    ``AuxOutputs(logits, aux=(aux_4a, aux_4d))``; in eval mode it always returns the logits.
+
+    ``reductions=False`` builds every block as the naive module (see Inception). ``width``
+    scales every convolution's channels (stem, each branch of each block, the side heads' 1x1);
+    the side heads keep their 1024-unit fully connected layer."""
 
     def __init__(self, in_channels: int = 3, num_classes: int = 1000, aux_logits: bool = False,
-                 batch_norm: bool = False, branch3_kernels=(5,), dropout: float = 0.4):
+                 batch_norm: bool = False, branch3_kernels=(5,), dropout: float = 0.4,
+                 reductions: bool = True, width: float = 1.0):
         super().__init__()
         conv = partial(conv_bn_relu, eps=0.001) if batch_norm else conv_relu
+        c64, c192 = scaled(64, width), scaled(192, width)
         self.stem = nn.Sequential(
-            conv(in_channels, 64, 7, stride=2, padding=3), max_pool(),
-            conv(64, 64, 1), conv(64, 192, 3, padding=1), max_pool(),
+            conv(in_channels, c64, 7, stride=2, padding=3), max_pool(),
+            conv(c64, c64, 1), conv(c64, c192, 3, padding=1), max_pool(),
         )
         self.inception = nn.ModuleDict()
-        channels = 192
+        channels = c192
         for name, widths in INCEPTIONS.items():
-            self.inception[name] = Inception(channels, *widths, conv=conv, branch3_kernels=branch3_kernels)
+            self.inception[name] = Inception(channels, *(scaled(c, width) for c in widths), conv=conv,
+                                             branch3_kernels=branch3_kernels, reductions=reductions)
             channels = self.inception[name].out_channels
         self.pool3, self.pool4 = max_pool(), max_pool()  # after blocks 3b and 4e
         self.aux_heads = nn.ModuleList([
-            AuxiliaryClassifier(self.inception["4a"].out_channels, num_classes, conv),
-            AuxiliaryClassifier(self.inception["4d"].out_channels, num_classes, conv),
+            AuxiliaryClassifier(self.inception[name].out_channels, num_classes, conv, width)
+            for name in ("4a", "4d")
         ]) if aux_logits else None
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes),
@@ -138,13 +162,26 @@ class GoogLeNet(nn.Module):
         return AuxOutputs(logits, (aux_4a, aux_4d)) if with_aux else logits
 
 
-@register_model(family="GoogLeNet", year=2014)
+# the options each builder leaves to the user (the others it fixes)
+OPTIONS = dict(width=float, aux_logits=bool, batch_norm=bool, branch3_kernels=tuple, dropout=float,
+               reductions=bool)
+NAIVE_OPTIONS = dict(width=float, aux_logits=bool, batch_norm=bool, branch3_kernels=tuple, dropout=float)
+TORCHVISION_OPTIONS = dict(width=float, aux_logits=bool, reductions=bool)
+
+
+@register_model(family="GoogLeNet", year=2014, options=OPTIONS)
 def googlenet(in_channels=3, num_classes=1000, **kwargs):
     """GoogLeNet as in the paper (5x5 third branch, no BatchNorm); aux_logits=True adds the side heads."""
     return GoogLeNet(in_channels, num_classes, **kwargs)
 
 
-@register_model(family="GoogLeNet", year=2014)
+@register_model(family="GoogLeNet", year=2014, options=NAIVE_OPTIONS)
+def googlenet_naive(in_channels=3, num_classes=1000, **kwargs):
+    """GoogLeNet with naive Inception modules: no 1x1 reduction before the 3x3 and 5x5 (Fig. 2a)."""
+    return GoogLeNet(in_channels, num_classes, reductions=False, **kwargs)
+
+
+@register_model(family="GoogLeNet", year=2014, options=TORCHVISION_OPTIONS)
 def googlenet_tv(in_channels=3, num_classes=1000, **kwargs):
     """GoogLeNet as torchvision builds it: BatchNorm and a 3x3 where the paper has the 5x5."""
     return GoogLeNet(in_channels, num_classes, batch_norm=True, branch3_kernels=(3,), dropout=0.2, **kwargs)

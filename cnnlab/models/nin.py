@@ -3,11 +3,13 @@
 Each "mlpconv" block is a convolution followed by two 1x1 convolutions: a small multilayer
 perceptron slid over every position. There are no fully connected layers: the last block
 outputs one map per class and global average pooling turns each map into a logit. The first
-three blocks use AlexNet's kernel sizes and widths (96-256-384).
+three blocks use AlexNet's kernel sizes and widths (96-256-384). ``width`` multiplies those
+three blocks' channels; the last block's stay one per class.
 """
 
 from torch import nn
 
+from cnnlab.models.blocks import scaled
 from cnnlab.models.registry import register_model
 
 # (output channels, kernel, stride, padding) of the blocks followed by a 3x3/2 max pool
@@ -24,10 +26,12 @@ def nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: int
 
 
 class NiN(nn.Module):
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5,
+                 width: float = 1.0):
         super().__init__()
         layers = []
         for out_channels, kernel_size, stride, padding in BLOCKS:
+            out_channels = scaled(out_channels, width)
             layers += [nin_block(in_channels, out_channels, kernel_size, stride, padding),
                        nn.MaxPool2d(kernel_size=3, stride=2)]
             in_channels = out_channels
@@ -43,7 +47,8 @@ class NiN(nn.Module):
         return self.head(x)    # N x num_classes: one averaged map per class
 
 
-@register_model(family="NiN", year=2013, input_size=(1, 224, 224), num_classes=10)
+@register_model(family="NiN", year=2013, input_size=(1, 224, 224), num_classes=10,
+                options=dict(width=float, dropout=float))
 def nin(in_channels=1, num_classes=10, **kwargs):
     """Network in Network: mlpconv blocks and a global-average-pooling head, no FC (d2l)."""
     return NiN(in_channels, num_classes, **kwargs)

@@ -6,8 +6,11 @@ Builders are registered with a decorator in their family's module::
     def vgg16(in_channels=3, num_classes=1000, **kwargs):
         return VGG(cfgs["D"], in_channels, num_classes, **kwargs)
 
-Every builder takes ``in_channels`` and ``num_classes``. ``torchvision:<name>`` builds any
-torchvision classification model (random weights) through the same ``create_model``.
+Every builder takes ``in_channels`` and ``num_classes``; the other keywords it accepts (the
+options a user may set, e.g. ``--model-arg width=0.5``) are declared with their types in
+``register_model(options=...)``, so ``model_options`` can check them before anything is built.
+``torchvision:<name>`` builds any torchvision classification model (random weights) through the
+same ``create_model``; it takes no options (its builders forward unchecked keywords).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
-from cnnlab.errors import UnknownModel
+from cnnlab.errors import UnknownModel, UsageError, first_line
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -37,18 +41,26 @@ class ModelSpec:
     input_size: tuple[int, int, int]  # natural (channels, height, width)
     num_classes: int  # natural number of classes (1000 for ImageNet models)
     description: str
+    options: dict[str, type]  # keyword -> type (bool, int, float, str or tuple of ints)
 
 
+# the keywords every builder takes; the data set decides them, so they are not user options
+DATA_KEYWORDS = ("in_channels", "num_classes")
+OPTION_TYPES = (bool, int, float, str, tuple)
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(family: str, year: int, input_size=(3, 224, 224), num_classes: int = 1000):
-    """Register the decorated builder under its function name."""
+def register_model(family: str, year: int, input_size=(3, 224, 224), num_classes: int = 1000,
+                   options: dict[str, type] | None = None):
+    """Register the decorated builder under its function name; ``options`` lists the keywords
+    besides ``in_channels`` and ``num_classes`` it accepts, with their types."""
 
     def decorator(builder):
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
+        if any(key in DATA_KEYWORDS or kind not in OPTION_TYPES for key, kind in (options or {}).items()):
+            raise ValueError(f"model {name!r}: options must be user keywords typed {OPTION_TYPES}")
         doc = (builder.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = ModelSpec(
             name=name,
@@ -58,6 +70,7 @@ def register_model(family: str, year: int, input_size=(3, 224, 224), num_classes
             input_size=tuple(input_size),
             num_classes=num_classes,
             description=doc[0] if doc else "",
+            options=dict(options or {}),
         )
         return builder
 
@@ -94,7 +107,7 @@ def model_spec(name: str) -> ModelSpec:
             raise _unknown(tv_name, _torchvision_names())
         side = 299 if tv_name == "inception_v3" else 224
         return ModelSpec(name, _torchvision_builder(tv_name), "torchvision", 0, (3, side, side), 1000,
-                         f"torchvision.models.{tv_name}, random weights")
+                         f"torchvision.models.{tv_name}, random weights", {})
     if name not in _REGISTRY:
         raise _unknown(name, _REGISTRY)
     return _REGISTRY[name]
@@ -109,6 +122,79 @@ def create_model(name: str, in_channels: int | None = None, num_classes: int | N
         num_classes=spec.num_classes if num_classes is None else num_classes,
         **kwargs,
     )
+
+
+def model_options(name: str, pairs: list[str]) -> dict:
+    """``["width=0.5", "attention=se"]`` -> ``{"width": 0.5, "attention": "se"}`` for model
+    ``name``, checked: each pair is KEY=VALUE (split on the first "="), each key an option the
+    builder accepts, each value of its type. Values read as true/false/yes/no -> bool, integers,
+    floats, comma lists of integers (3,3) -> tuple, else text; an integer is accepted where a
+    float is expected and one integer where a tuple is. The model is then built once on the meta
+    device, so values the architecture refuses (width=0, attention=foo) are reported here,
+    before a run writes anything. Raises UsageError (one line) naming the accepted options."""
+    spec = model_spec(name)
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"model option {pair!r} is not KEY=VALUE, e.g. width=0.5")
+        if key in DATA_KEYWORDS:
+            raise UsageError(f"{key} is not a model option: the data set decides it")
+        if key not in spec.options:
+            raise UsageError(f"{name} has no option {key!r}{_accepted(spec, key)}")
+        options[key] = _typed(name, key, spec.options[key], _parse_value(text))
+    if options:
+        _try_build(name, options)
+    return options
+
+
+def _accepted(spec: ModelSpec, key: str) -> str:
+    if not spec.options:
+        return "; it takes no options"
+    close = difflib.get_close_matches(key, list(spec.options), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"; {hint}it accepts {', '.join(f'{k} ({t.__name__})' for k, t in spec.options.items())}"
+
+
+def _parse_value(text: str):
+    text = text.strip()
+    words = {"true": True, "yes": True, "false": False, "no": False}
+    if text.lower() in words:
+        return words[text.lower()]
+    if "," in text:
+        parts = [part.strip() for part in text.split(",")]
+        if not all(re.fullmatch(r"[+-]?\d+", part) for part in parts):
+            raise UsageError(f"{text!r}: a comma list must be integers, e.g. 3,3")
+        return tuple(int(part) for part in parts)
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _typed(name: str, key: str, kind: type, value):
+    """``value`` as the option's type, or UsageError."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is tuple and isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a word",
+                tuple: "integers separated by commas"}[kind]
+    raise UsageError(f"{name} option {key} takes {expected}; got {value!r}")
+
+
+def _try_build(name: str, options: dict) -> None:
+    """Build the model on the meta device (shapes only) to let the architecture check the values."""
+    try:
+        with torch.device("meta"), uninitialized():
+            create_model(name, **options)
+    except (ValueError, TypeError, RuntimeError) as error:  # torch refusing a size or a probability
+        raise UsageError(f"{name} refuses {options}: {first_line(error)}") from None
 
 
 def _torchvision_builder(tv_name: str):

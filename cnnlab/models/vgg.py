@@ -3,13 +3,14 @@
 The configurations are the paper's Table 1 columns A, B, D and E (VGG-11, -13, -16, -19), with
 an optional BatchNorm after every convolution (the ``_bn`` models, not in the paper). An
 adaptive pool to 7x7 feeds the 4096-4096 classifier, as in torchvision, so sizes other than
-224x224 work. ``width_divisor`` divides every convolution's channels: d2l's "VGG-11/4" for
-Fashion-MNIST is ``vgg11_quarter``; the classifier keeps its 4096 units there too.
+224x224 work. ``width`` multiplies every convolution's channels (``blocks.scaled``); the
+classifier keeps its 4096-4096 hidden units, as d2l's "VGG-11/4" for Fashion-MNIST does, which
+is ``vgg11`` at ``width=0.25`` and registered as ``vgg11_quarter``.
 """
 
 from torch import nn
 
-from cnnlab.models.blocks import fc_classifier, init_he
+from cnnlab.models.blocks import fc_classifier, init_he, scaled
 from cnnlab.models.registry import register_model
 
 POOL = "M"
@@ -22,28 +23,28 @@ CFGS = {  # depth -> output channels of each 3x3 convolution, POOL = 2x2 max poo
 }
 
 
-def make_layers(cfg, in_channels: int, batch_norm: bool, width_divisor: int = 1) -> nn.Sequential:
+def make_layers(cfg, in_channels: int, batch_norm: bool, width: float = 1.0) -> nn.Sequential:
     layers = []
     for item in cfg:
         if item == POOL:
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             continue
-        width = item // width_divisor
-        layers.append(nn.Conv2d(in_channels, width, kernel_size=3, padding=1))
+        out_channels = scaled(item, width)
+        layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
         if batch_norm:
-            layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.BatchNorm2d(out_channels))
         layers.append(nn.ReLU())
-        in_channels = width
+        in_channels = out_channels
     return nn.Sequential(*layers)
 
 
 class VGG(nn.Module):
     def __init__(self, depth: int, in_channels: int = 3, num_classes: int = 1000,
-                 batch_norm: bool = False, width_divisor: int = 1, dropout: float = 0.5):
+                 batch_norm: bool = False, width: float = 1.0, dropout: float = 0.5):
         super().__init__()
-        self.features = make_layers(CFGS[depth], in_channels, batch_norm, width_divisor)
+        self.features = make_layers(CFGS[depth], in_channels, batch_norm, width)
         self.pool = nn.AdaptiveAvgPool2d(7)
-        self.classifier = fc_classifier(512 // width_divisor * 7 * 7, num_classes, dropout=dropout)
+        self.classifier = fc_classifier(scaled(512, width) * 7 * 7, num_classes, dropout=dropout)
         init_he(self, linear_std=0.01)
 
     def forward(self, x):
@@ -52,55 +53,62 @@ class VGG(nn.Module):
         return self.classifier(x)  # N x num_classes
 
 
-@register_model(family="VGG", year=2014)
+# the options each kind of builder leaves to the user (the others it fixes)
+OPTIONS = dict(width=float, batch_norm=bool, dropout=float)
+BN_OPTIONS = dict(width=float, dropout=float)
+QUARTER_OPTIONS = dict(batch_norm=bool, dropout=float)
+
+
+@register_model(family="VGG", year=2014, options=OPTIONS)
 def vgg11(in_channels=3, num_classes=1000, **kwargs):
     """VGG-11 (configuration A): 8 convolutions and 3 fully connected layers."""
     return VGG(11, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="VGG", year=2014)
+@register_model(family="VGG", year=2014, options=OPTIONS)
 def vgg13(in_channels=3, num_classes=1000, **kwargs):
     """VGG-13 (configuration B): 10 convolutions and 3 fully connected layers."""
     return VGG(13, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="VGG", year=2014)
+@register_model(family="VGG", year=2014, options=OPTIONS)
 def vgg16(in_channels=3, num_classes=1000, **kwargs):
     """VGG-16 (configuration D): 13 convolutions and 3 fully connected layers."""
     return VGG(16, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="VGG", year=2014)
+@register_model(family="VGG", year=2014, options=OPTIONS)
 def vgg19(in_channels=3, num_classes=1000, **kwargs):
     """VGG-19 (configuration E): 16 convolutions and 3 fully connected layers."""
     return VGG(19, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="VGG", year=2015)
+@register_model(family="VGG", year=2015, options=BN_OPTIONS)
 def vgg11_bn(in_channels=3, num_classes=1000, **kwargs):
     """VGG-11 with BatchNorm after every convolution."""
     return VGG(11, in_channels, num_classes, batch_norm=True, **kwargs)
 
 
-@register_model(family="VGG", year=2015)
+@register_model(family="VGG", year=2015, options=BN_OPTIONS)
 def vgg13_bn(in_channels=3, num_classes=1000, **kwargs):
     """VGG-13 with BatchNorm after every convolution."""
     return VGG(13, in_channels, num_classes, batch_norm=True, **kwargs)
 
 
-@register_model(family="VGG", year=2015)
+@register_model(family="VGG", year=2015, options=BN_OPTIONS)
 def vgg16_bn(in_channels=3, num_classes=1000, **kwargs):
     """VGG-16 with BatchNorm after every convolution."""
     return VGG(16, in_channels, num_classes, batch_norm=True, **kwargs)
 
 
-@register_model(family="VGG", year=2015)
+@register_model(family="VGG", year=2015, options=BN_OPTIONS)
 def vgg19_bn(in_channels=3, num_classes=1000, **kwargs):
     """VGG-19 with BatchNorm after every convolution."""
     return VGG(19, in_channels, num_classes, batch_norm=True, **kwargs)
 
 
-@register_model(family="VGG", year=2014, input_size=(1, 224, 224), num_classes=10)
+@register_model(family="VGG", year=2014, input_size=(1, 224, 224), num_classes=10,
+                options=QUARTER_OPTIONS)
 def vgg11_quarter(in_channels=1, num_classes=10, **kwargs):
     """VGG-11 with a quarter of the channels (d2l's VGG-11/4 for Fashion-MNIST)."""
-    return VGG(11, in_channels, num_classes, width_divisor=4, **kwargs)
+    return VGG(11, in_channels, num_classes, width=0.25, **kwargs)

@@ -110,10 +110,12 @@ def load_subject(target, *, checkpoint: str = "best", weights: str | None = None
         model = create_model(spec.name, in_channels=size[0])
         mean, std, classes, description = [0.5] * size[0], [0.5] * size[0], None, f"{spec.name}, random weights"
     else:
-        from cnnlab.pretrained import IMAGENET_MEAN, IMAGENET_STD, WEIGHT_SETS, load_imagenet_weights
+        from cnnlab.pretrained import (IMAGENET_MEAN, IMAGENET_STD, WEIGHT_SETS, load_imagenet_weights,
+                                       torchvision_twin)
 
         if weights not in WEIGHT_SETS:
             raise UsageError(f"unknown weights {weights!r}: choose {', '.join(WEIGHT_SETS)}")
+        torchvision_twin(spec.name)  # a model without one fails before anything is built
         if size[0] != 3:
             raise UsageError("ImageNet weights take 3-channel images")
         model = create_model(spec.name, in_channels=3, num_classes=1000)

@@ -38,6 +38,20 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+@contextmanager
+def frozen(model: nn.Module):
+    """Parameters that need no gradient while only the input's is wanted (saves the weight
+    gradients' arithmetic); their flags are restored after."""
+    flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
 class _Collected(Exception):
     """Raised inside the graph run once every wanted node has its value."""
 
@@ -182,13 +196,14 @@ def unit_gradients(taps: LayerTaps, images: torch.Tensor, names: list[str], unit
     input, as |gradient| summed over input channels and averaged over ``images``: the effective
     receptive field of Luo et al. (2016). One forward pass serves every layer."""
     images = images.detach().clone().requires_grad_(True)
-    outputs = taps.outputs(images, names)
     fields = {}
-    for position, name in enumerate(names):
-        row, col = units[name]
-        unit = outputs[name][:, :, row, col].sum()  # images are independent in eval mode
-        (gradient,) = torch.autograd.grad(unit, images, retain_graph=position < len(names) - 1)
-        fields[name] = gradient.abs().sum(1).mean(0)
+    with torch.enable_grad(), frozen(taps.model):
+        outputs = taps.outputs(images, names)
+        for position, name in enumerate(names):
+            row, col = units[name]
+            unit = outputs[name][:, :, row, col].sum()  # images are independent in eval mode
+            (gradient,) = torch.autograd.grad(unit, images, retain_graph=position < len(names) - 1)
+            fields[name] = gradient.abs().sum(1).mean(0)
     return fields
 
 
@@ -217,7 +232,7 @@ def grad_cam(taps: LayerTaps, images: torch.Tensor, layer: str, classes: torch.T
     the input and scaled to [0, 1]. ``classes`` defaults to the predicted ones.
     Returns (maps N x H x W, logits N x K)."""
     images = images.detach()
-    with torch.enable_grad():
+    with torch.enable_grad():  # the maps need a gradient: the weights keep requires_grad here
         layer_name = taps.row(layer).name
         outputs = taps.outputs(images, [layer_name, _last(taps)])
         maps, logits = outputs[layer_name], outputs[_last(taps)]

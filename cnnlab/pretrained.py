@@ -23,6 +23,9 @@ from cnnlab.models.registry import TORCHVISION_PREFIX
 WEIGHT_SETS = ("imagenet",)
 IMAGENET_MEAN = [0.485, 0.456, 0.406]  # the statistics torchvision's ImageNet weights expect
 IMAGENET_STD = [0.229, 0.224, 0.225]
+# weights ported from TensorFlow expect pixels scaled to [-1, 1]: torchvision builds these models
+# with transform_input=True, which turns ImageNet-normalised input back into that scale
+TENSORFLOW_SCALED = ("googlenet", "inception_v3")
 
 # cnnlab model -> torchvision model with the same parameters
 TORCHVISION_TWINS = {
@@ -45,6 +48,13 @@ class PretrainedWeights:
     torchvision_name: str
     url: str
     categories: list[str]  # class names, in the order of the logits
+
+    @property
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """The per-channel mean and std that normalise [0, 1] pixels for these weights."""
+        if self.torchvision_name in TENSORFLOW_SCALED:
+            return [0.5] * 3, [0.5] * 3
+        return IMAGENET_MEAN, IMAGENET_STD
 
     @property
     def path(self) -> Path:

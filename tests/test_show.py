@@ -214,7 +214,7 @@ def test_errors_lists_exactly_the_images_evaluate_counts_wrong(digits_run):
 # ----------------------------------------------------------------------- pretrained weights
 
 TWINS = {  # cnnlab model -> (torchvision model, smallest side that gets through it)
-    "alexnet": ("alexnet", 63), "googlenet_tv": ("googlenet", 32),
+    "alexnet": ("alexnet", 63), "googlenet_tv": ("googlenet", 96),  # its pools differ from torchvision's at 32
     **{name: (name, 32) for name in ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn",
                                      "vgg16_bn", "vgg19_bn", "resnet18", "resnet34", "resnet50",
                                      "resnet101", "resnet152", "densenet121", "densenet161",
@@ -222,28 +222,66 @@ TWINS = {  # cnnlab model -> (torchvision model, smallest side that gets through
 }
 
 
+def randomize(model: nn.Module) -> nn.Module:
+    """Distinct random values in every tensor, batch-norm statistics included, so that two
+    layers of one shape swapped by the mapping change the logits (cheaper than initializing).
+    He-scaled weights and scales near 1 keep the activations' size through 200 layers (values
+    that shrink into denormal floats make a CPU forward pass 30 times slower)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            if tensor.dim() > 1:
+                bound = math.sqrt(6 / tensor[0].numel())
+                tensor.uniform_(-bound, bound, generator=generator)
+            elif name.endswith(("running_var", "weight")):  # batch norm's variance and scale
+                tensor.uniform_(0.5, 1.5, generator=generator)
+            else:
+                tensor.uniform_(-0.1, 0.1, generator=generator)
+    return model
+
+
+@pytest.fixture
+def torch_home(tmp_path_factory, monkeypatch):
+    """torchvision's cache ($TORCH_HOME/hub/checkpoints) in memory when /dev/shm exists: the
+    VGG files are half a gigabyte each."""
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    monkeypatch.setenv("TORCH_HOME", str(root))
+    yield root
+    import shutil
+
+    shutil.rmtree(root)
+
+
 @pytest.mark.parametrize("name", sorted(TWINS))
-def test_imagenet_weights_give_torchvision_logits(name, tmp_path, monkeypatch):
+def test_imagenet_weights_give_torchvision_logits(name, torch_home):
     from torchvision import models as tv_models
 
     from cnnlab.pretrained import TORCHVISION_TWINS, imagenet_weights, load_imagenet_weights
 
     assert TORCHVISION_TWINS[name] == TWINS[name][0]
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # torchvision's cache: $TORCH_HOME/hub/checkpoints
     tv_name, side = TWINS[name]
-    torch.manual_seed(0)
-    extra = dict(aux_logits=True, init_weights=True) if tv_name == "googlenet" else {}
-    theirs = tv_models.get_model(tv_name, weights=None, **extra).eval()  # a file with GoogLeNet's side heads
+    # GoogLeNet as torchvision builds it for its weights: side heads in the file, and
+    # transform_input=True (the weights came from TensorFlow, which scales pixels to [-1, 1])
+    extra = dict(aux_logits=True, init_weights=False, transform_input=True) if tv_name == "googlenet" else {}
+    with uninitialized():
+        theirs = randomize(tv_models.get_model(tv_name, weights=None, **extra)).eval()
+        ours = create_model(name)
     path = imagenet_weights(name).path
-    assert path.parent == tmp_path / "hub" / "checkpoints"
+    assert path.parent == torch_home / "hub" / "checkpoints"
     path.parent.mkdir(parents=True)
     torch.save(theirs.state_dict(), path)
-    with uninitialized():
-        ours = create_model(name)
-    load_imagenet_weights(ours, name)
-    x = torch.randn(2, 3, side, side)
-    with torch.no_grad():
-        assert torch.allclose(ours.eval()(x), theirs(x), atol=1e-4, rtol=1e-4)
+    mean, std = load_imagenet_weights(ours, name).mean_std
+    pixels = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # torchvision's models are fed ImageNet-normalised pixels (its transforms)
+        expected = theirs(BatchTransform((side, side), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])(pixels * 255))
+        got = ours.eval()(BatchTransform((side, side), mean, std)(pixels * 255))
+    assert expected.std() > 0 and torch.isfinite(expected).all()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
 def test_missing_weights_offline_name_the_file_and_the_folder(tmp_path, monkeypatch):

@@ -110,8 +110,7 @@ def load_subject(target, *, checkpoint: str = "best", weights: str | None = None
         model = create_model(spec.name, in_channels=size[0])
         mean, std, classes, description = [0.5] * size[0], [0.5] * size[0], None, f"{spec.name}, random weights"
     else:
-        from cnnlab.pretrained import (IMAGENET_MEAN, IMAGENET_STD, WEIGHT_SETS, load_imagenet_weights,
-                                       torchvision_twin)
+        from cnnlab.pretrained import WEIGHT_SETS, load_imagenet_weights, torchvision_twin
 
         if weights not in WEIGHT_SETS:
             raise UsageError(f"unknown weights {weights!r}: choose {', '.join(WEIGHT_SETS)}")
@@ -119,8 +118,8 @@ def load_subject(target, *, checkpoint: str = "best", weights: str | None = None
         if size[0] != 3:
             raise UsageError("ImageNet weights take 3-channel images")
         model = create_model(spec.name, in_channels=3, num_classes=1000)
-        classes = load_imagenet_weights(model, spec.name).categories
-        mean, std, description = IMAGENET_MEAN, IMAGENET_STD, f"{spec.name}, ImageNet weights"
+        loaded = load_imagenet_weights(model, spec.name)
+        (mean, std), classes, description = loaded.mean_std, loaded.categories, f"{spec.name}, ImageNet weights"
     return Subject(model.eval(), spec.name, description, size, BatchTransform(size[1:], mean, std), classes)
 
 

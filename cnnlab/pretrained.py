@@ -111,7 +111,8 @@ def load_imagenet_weights(model: nn.Module, model_name: str) -> PretrainedWeight
     path = fetch(weights)
     ours = {name: tensor for name, tensor in model.state_dict().items() if not name.endswith(COUNTER_SUFFIX)}
     theirs = {name: tensor for name, tensor in load_checkpoint(path).items() if not name.endswith(COUNTER_SUFFIX)}
-    model.load_state_dict(mapped_state(theirs, ours, path), strict=False)  # strict but for the counters
+    # strict but for the counters; assign: the loaded tensors become the parameters, no copy
+    model.load_state_dict(mapped_state(theirs, ours, path), strict=False, assign=True)
     return weights
 
 

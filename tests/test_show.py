@@ -276,7 +276,7 @@ def test_imagenet_weights_give_torchvision_logits(name, torch_home):
     path.parent.mkdir(parents=True)
     torch.save(theirs.state_dict(), path)
     mean, std = load_imagenet_weights(ours, name).mean_std
-    pixels = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(1))
+    pixels = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():  # torchvision's models are fed ImageNet-normalised pixels (its transforms)
         expected = theirs(BatchTransform((side, side), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])(pixels * 255))
         got = ours.eval()(BatchTransform((side, side), mean, std)(pixels * 255))
@@ -356,3 +356,31 @@ def test_figure_and_numbers_are_saved_side_by_side(tmp_path):
     assert written == [tmp_path / "k.pdf", tmp_path / "k.csv"]
     assert (tmp_path / "k.pdf").read_bytes().startswith(b"%PDF")
     assert len((tmp_path / "k.csv").read_text().splitlines()) == 1 + 6 * 25
+
+
+def test_filters_of_imagenet_weights_are_torchvision_files_first_kernels(torch_home, tmp_path):
+    from torchvision import models as tv_models
+
+    from cnnlab.pretrained import imagenet_weights
+
+    torch.manual_seed(0)
+    theirs = tv_models.resnet18()
+    path = imagenet_weights("resnet18").path
+    path.parent.mkdir(parents=True)
+    torch.save(theirs.state_dict(), path)
+    result = invoke("show", "filters", "resnet18", "--weights", "imagenet", "--out", tmp_path / "k.png")
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "k.csv").read_text().splitlines()
+    assert rows[0] == "layer,kernel,channel,row,column,weight" and len(rows) == 1 + 64 * 3 * 7 * 7
+    kernel, channel, row, column = 5, 2, 3, 4
+    line = rows[1 + ((kernel * 3 + channel) * 7 + row) * 7 + column].split(",")
+    assert line[:5] == ["stem.0", "5", "2", "3", "4"]
+    assert float(line[5]) == pytest.approx(float(theirs.conv1.weight[kernel, channel, row, column].detach()))
+
+
+def test_torchvision_models_are_shown_by_their_own_layer_names():
+    torch.manual_seed(0)
+    subject = load_subject("torchvision:resnet18", input_size=64)
+    picture = receptive_field(subject, ["layer2"], samples=2)
+    assert picture.rows[0]["theoretical_size"] == 99  # as cnnlab's resnet18 layer2
+    assert filters(subject).stem == "filters-conv1"

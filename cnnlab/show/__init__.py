@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -170,9 +171,9 @@ def filters(subject: Subject, layers: list[str] | None = None, dpi: int = 150) -
     shown = "RGB" if weight.shape[1] == 3 else ("" if weight.shape[1] == 1 else "input channel 0 of each")
     title = (f"{subject.description}: {name}, {weight.shape[0]} kernels "
              f"{weight.shape[2]}x{weight.shape[3]}{', ' + shown if shown else ''}")
-    rows = [dict(layer=name, kernel=k, channel=c, row=r, column=col, weight=float(weight[k, c, r, col]))
-            for k in range(weight.shape[0]) for c in range(weight.shape[1])
-            for r in range(weight.shape[2]) for col in range(weight.shape[3])]
+    drawn = weight if weight.shape[1] == 3 else weight[:, :1]  # the numbers the tiles show
+    rows = [dict(layer=name, kernel=k, channel=c, row=r, column=col, weight=value)
+            for (k, c, r, col), value in zip(itertools.product(*map(range, drawn.shape)), drawn.flatten().tolist())]
     return Picture(draw.filters_figure(grid, title, dpi), rows, f"filters-{name}")
 
 

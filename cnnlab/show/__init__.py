@@ -34,6 +34,7 @@ __all__ = ["Picture", "Subject", "UnknownLayer", "activations", "cam", "errors",
 MAPS_SHOWN = 32       # feature maps drawn per layer (the first ones)
 DEFAULT_SHARE = 0.95  # of the gradient mass inside the effective field
 SAMPLES_SEED = 0
+WEIGHTS_SEED = 0      # a model name's random weights
 PASS_THROUGH = (torch.nn.Identity, torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d)
 
 
@@ -108,7 +109,9 @@ def load_subject(target, *, checkpoint: str = "best", weights: str | None = None
     spec = model_spec(str(target))  # UnknownModel for a name that is neither
     size = _input_size(spec.input_size, input_size)
     if weights is None:
-        model = create_model(spec.name, in_channels=size[0])
+        with torch.random.fork_rng():  # the same random weights, hence the same pictures, every time
+            torch.manual_seed(WEIGHTS_SEED)
+            model = create_model(spec.name, in_channels=size[0])
         mean, std, classes, description = [0.5] * size[0], [0.5] * size[0], None, f"{spec.name}, random weights"
     else:
         from cnnlab.pretrained import WEIGHT_SETS, load_imagenet_weights, torchvision_twin
@@ -169,7 +172,7 @@ def filters(subject: Subject, layers: list[str] | None = None, dpi: int = 150) -
     tiles = kernel_tiles(weight)
     grid = mosaic(tiles, columns=min(16, math.ceil(math.sqrt(len(tiles)))))
     shown = "RGB" if weight.shape[1] == 3 else ("" if weight.shape[1] == 1 else "input channel 0 of each")
-    title = (f"{subject.description}: {name}, {weight.shape[0]} kernels "
+    title = (f"{subject.description}\n{name}, {weight.shape[0]} kernels "
              f"{weight.shape[2]}x{weight.shape[3]}{', ' + shown if shown else ''}")
     drawn = weight if weight.shape[1] == 3 else weight[:, :1]  # the numbers the tiles show
     rows = [dict(layer=name, kernel=k, channel=c, row=r, column=col, weight=value)
@@ -223,7 +226,7 @@ def activations(subject: Subject, image=None, layers: list[str] | None = None, d
                  for c, m in enumerate(maps)]
     source = f"test image {indices[0]}" if indices[0] is not None else Path(str(image)).name
     figure = draw.activations_figure(draw.as_picture(images, subject.input_size[1:])[0], grids,
-                                     f"{subject.description}: feature maps of {source}", dpi)
+                                     f"{subject.description}\nfeature maps of {source}", dpi)
     return Picture(figure, rows, f"activations-{indices[0] if indices[0] is not None else Path(str(image)).stem}")
 
 
@@ -302,7 +305,7 @@ def cam(subject: Subject, image=None, count: int = 8, layers: list[str] | None =
         peak = divmod(int(heat[i].argmax()), heat.shape[2])
         rows.append({**row, "peak_row": peak[0], "peak_column": peak[1]})
     figure = draw.overlay_figure(draw.as_picture(images, subject.input_size[1:]), heat, captions,
-                                 f"{subject.description}: Grad-CAM on {layer}", dpi)
+                                 f"{subject.description}\nGrad-CAM of the predicted class on {layer}", dpi)
     stem = f"cam-{layer}" + (f"-{indices[0]}" if image is not None and indices[0] is not None else "")
     return Picture(figure, rows, stem)
 
@@ -340,7 +343,7 @@ def errors(subject: Subject, count: int = 32, dpi: int = 150) -> Picture:
                  predicted=_class_name(subject, int(predicted[i])), probability=float(confidence[i]))
             for i in shown]
     captions = [f"#{r['image']} true {r['true']}\npredicted {r['predicted']}" for r in rows]
-    title = (f"{subject.description}: {len(wrong)} of {len(predicted)} test images wrong"
+    title = (f"{subject.description}\n{len(wrong)} of {len(predicted)} test images wrong"
              + (f", first {len(shown)} shown" if len(shown) < len(wrong) else ""))
     if not shown:
         figure, _ = draw.grid_figure(1, dpi=dpi)

@@ -57,13 +57,21 @@ def as_picture(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def filters_figure(grid: torch.Tensor, title: str, dpi: int):
     """One mosaic of kernels (see measure.kernel_tiles): colour, or diverging for one channel."""
-    figure, (ax,) = grid_figure(1, dpi=dpi, inches=6)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    height, width = grid.shape[:2]
+    figure = Figure(figsize=(6, 6 * height / width + 0.6), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    ax.set_xticks([])
+    ax.set_yticks([])
     if grid.dim() == 3:
         show_image(ax, grid)
     else:
         show_image(ax, grid, cmap=DIVERGING, vmin=0, vmax=1)
     ax.set_facecolor("white")
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize="medium")
     return figure
 
 
@@ -75,7 +83,7 @@ def activations_figure(picture: torch.Tensor, grids: dict, title: str, dpi: int)
     for ax, (caption, grid) in zip(axes[1:], grids.items()):
         show_image(ax, grid, cmap="viridis", vmin=0, vmax=1)
         ax.set_title(caption, fontsize=CAPTION_FONT)
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize="medium")
     return figure
 
 
@@ -101,7 +109,7 @@ def receptive_field_figure(panels: list[dict], title: str, dpi: int):
         ax.set_ylim(mass.shape[0] - 0.5, -0.5)
         ax.set_title(panel["caption"], fontsize=CAPTION_FONT)
     axes[0].legend(loc="lower left", fontsize="x-small", framealpha=0.6)
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize="medium")
     return figure
 
 
@@ -114,5 +122,5 @@ def overlay_figure(pictures: torch.Tensor, heat: torch.Tensor | None, captions: 
         if heat is not None:
             show_image(ax, heat[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
         ax.set_title(caption, fontsize="x-small")
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize="medium")
     return figure

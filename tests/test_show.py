@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cnnlab.cli import app
 from cnnlab.data import BatchTransform
+from cnnlab.errors import UsageError
 from cnnlab.models import create_model, uninitialized
 from cnnlab.show import (Subject, activations, cam, errors, filters, load_subject, receptive_field,
                          save_picture)
@@ -384,3 +385,54 @@ def test_torchvision_models_are_shown_by_their_own_layer_names():
     picture = receptive_field(subject, ["layer2"], samples=2)
     assert picture.rows[0]["theoretical_size"] == 99  # as cnnlab's resnet18 layer2
     assert filters(subject).stem == "filters-conv1"
+
+
+class Untraceable(nn.Module):
+    """Control flow on a tensor's value: torch.fx cannot trace it, so layers come from hooks."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+
+    def forward(self, x):
+        if x.sum() > 0:
+            x = x * 2
+        return self.head(self.features(x))
+
+
+def every_hook(model):
+    return [hook for module in model.modules() for hook in (*module._forward_hooks.values(),
+                                                            *module._forward_pre_hooks.values())]
+
+
+def test_views_restore_the_models_mode_and_flags_and_leave_no_hooks():
+    images = torch.randint(0, 256, (3, 1, 12, 12), dtype=torch.uint8)
+    for model in (Untraceable(), nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(300, 2))):
+        subject = tiny_subject(model, (1, 12, 12), test_images=images, test_labels=torch.tensor([0, 1, 0]))
+        subject.model.train()
+        x = subject.transform(images)
+        layer = "features.1" if isinstance(model, Untraceable) else "1"
+        expected = model[:2](x) if not isinstance(model, Untraceable) else model.features(2 * x)
+        assert torch.allclose(subject.taps.outputs(x, [layer])[layer], expected)
+        if isinstance(model, Untraceable):  # no graph, so the summary has no fields to draw
+            with pytest.raises(UsageError, match="receptive field of features.1 is unavailable"):
+                receptive_field(subject, [layer], samples=2)
+        else:
+            receptive_field(subject, [layer], samples=2)
+        cam(subject, count=3, layers=[layer])
+        activations(subject, layers=[layer])
+        assert model.training and all(p.requires_grad for p in model.parameters())
+        assert every_hook(model) == []
+
+
+def test_an_image_file_is_shown_to_a_grey_run_in_grey(digits_run, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "seven.png"
+    Image.new("RGB", (28, 28), (90, 120, 150)).save(photo)
+    picture = activations(load_subject(digits_run), image=str(photo), layers=["features.1"])
+    drawn_input = torch.as_tensor(drawn_arrays(picture.figure)[0][0])
+    assert drawn_input.shape == (28, 28)
+    assert torch.allclose(drawn_input, torch.full((28, 28), 120 / 255))  # the mean of R, G and B
+    assert picture.stem == "activations-seven"

@@ -501,7 +501,8 @@ def show(
     image: Annotated[Optional[str], typer.Option(
         "--image", "-i", show_default=False, metavar="N|FILE",
         help="Image N of the run's test split, or an image file (default: the first test images).")] = None,
-    count: Annotated[int, typer.Option(min=1, help="cam and errors: how many test images to draw.")] = 8,
+    count: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help="cam and errors: how many test images to draw (default: 8 and 32).")] = None,
     unit: Annotated[Optional[str], typer.Option(
         show_default=False, metavar="ROW,COL", help="rf: the unit of the layer's map (default: the centre one).")] = None,
     samples: Annotated[int, typer.Option(min=1, help="rf: inputs the gradient is averaged over.")] = 16,
@@ -537,7 +538,8 @@ def show(
     options = dict(filters=dict(layers=layers), activations=dict(image=image, layers=layers),
                    rf=dict(layers=layers, unit=parse_unit(unit), samples=samples, share=share),
                    cam=dict(image=image, count=count, layers=layers), errors=dict(count=count))[what.value]
-    picture = view(subject, dpi=dpi, **options)
+    given = {name: value for name, value in options.items() if value is not None}  # else the view's default
+    picture = view(subject, dpi=dpi, **given)
     written = save_picture(picture, out or subject.directory / f"{picture.stem}.png", format.value, dpi)
     typer.echo(f"wrote {', '.join(map(str, written))}", err=True)
 

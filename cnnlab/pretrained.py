@@ -35,9 +35,9 @@ TORCHVISION_TWINS = {
                                "densenet121", "densenet161", "densenet169", "densenet201"]},
     "googlenet_tv": "googlenet",
 }
-# tensors of torchvision's file that cnnlab's model may leave out: GoogLeNet's side heads,
-# which torchvision's file keeps and cnnlab builds only with aux_logits=True
-OPTIONAL_PREFIXES = ("aux1.", "aux2.")
+# tensors of torchvision's file that the model may leave out: GoogLeNet's and Inception v3's
+# side heads, which the files keep and the models have only with aux_logits=True
+OPTIONAL_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 # a batch norm's step counter: files saved before PyTorch 0.4 (the older weights) lack it, and
 # nothing in evaluation reads it
 COUNTER_SUFFIX = "num_batches_tracked"
@@ -94,8 +94,9 @@ def fetch(weights: PretrainedWeights) -> Path:
     import torch.hub
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    hash_prefix = torch.hub.HASH_REGEX.search(path.name)  # torchvision's names end in -<sha256 prefix>
     try:
-        torch.hub.download_url_to_file(weights.url, str(path), progress=True)
+        torch.hub.download_url_to_file(weights.url, str(path), hash_prefix and hash_prefix.group(1), progress=True)
     except Exception as error:  # noqa: BLE001  urllib, ssl and socket errors all mean: not fetched
         raise DataMissing(f"cannot download {weights.url} ({first_line(error)}); put "
                           f"{path.name} into {path.parent}") from None

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cnnlab.cli import app
 from cnnlab.data import BatchTransform
 from cnnlab.errors import UsageError
-from cnnlab.models import create_model, uninitialized
+from cnnlab.models import create_model, list_models, model_spec, uninitialized
 from cnnlab.show import (Subject, activations, cam, errors, filters, load_subject, receptive_field,
                          save_picture)
 from cnnlab.show.measure import centred_square_side, grad_cam
@@ -324,6 +324,7 @@ def test_show_command_writes_the_figure_and_its_numbers(digits_run, tmp_path):
     (["errors", "{run}", "--out", "/proc/cnnlab/errors.png"], "error:"),
     (["filters", "{run}", "--out", "{tmp}/filters.txt"], "image format"),
     (["filters", "lenet_relu", "--weights", "imagenet"], "no ImageNet weights"),
+    (["rf", "mlp"], "no layer with a spatial output"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(args, words, digits_run, tmp_path):
     not_image = tmp_path / "photo.jpg"
@@ -436,3 +437,20 @@ def test_an_image_file_is_shown_to_a_grey_run_in_grey(digits_run, tmp_path):
     assert drawn_input.shape == (28, 28)
     assert torch.allclose(drawn_input, torch.full((28, 28), 120 / 255))  # the mean of R, G and B
     assert picture.stem == "activations-seven"
+
+
+@pytest.mark.parametrize("name", [name for name in list_models() if name != "mlp"])
+def test_every_zoo_model_gives_its_stage_outputs_at_the_summarys_shapes(name):
+    from cnnlab.show import default_stage_layers
+    from cnnlab.show.measure import LayerTaps
+
+    with torch.device("meta"):  # shapes only: the graph runs without arithmetic
+        model = create_model(name)
+    input_size = model_spec(name).input_size
+    taps = LayerTaps(model, input_size)
+    layers = default_stage_layers(taps)
+    assert len(layers) >= 2
+    outputs = taps.outputs(torch.empty(1, *input_size, device="meta"), layers)
+    assert [tuple(outputs[layer].shape[1:]) for layer in layers] == [taps.output_shape(layer) for layer in layers]
+    sides = [taps.output_shape(layer)[1] for layer in layers]
+    assert sides == sorted(sides, reverse=True) and len(set(sides)) == len(sides)  # one per map size, in order

@@ -196,6 +196,8 @@ def default_stage_layers(taps: LayerTaps) -> list[str]:
         best = chosen.get(tuple(shape[1:]))
         if best is None or row.depth <= best.depth:
             chosen[tuple(shape[1:])] = row
+    if not chosen:
+        raise UsageError(f"{type(taps.model).__name__} has no layer with a spatial output (a map) to draw")
     return [row.name for row in sorted(chosen.values(), key=lambda row: finished[row.name])]
 
 

@@ -94,12 +94,12 @@ def load_subject(target, *, checkpoint: str = "best", weights: str | None = None
                  input_size=None) -> Subject:
     """A run directory (trained weights) or a model name (random or ImageNet weights)."""
     from cnnlab.data import BatchTransform
-    from cnnlab.models import create_model, model_spec
+    from cnnlab.models import create_model, model_spec, uninitialized
 
     if checkpoint not in ("best", "last"):
         raise UsageError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
     path = Path(target)
-    if path.is_dir():
+    if path.exists() or "/" in str(target):  # a path, not a model name: Run.open says what is wrong
         if weights is not None or input_size is not None:
             raise UsageError("--weights and --input apply to a model name; a run has its own")
         model, transform, dataset, config = load_trained_run(path, checkpoint)
@@ -121,7 +121,8 @@ def load_subject(target, *, checkpoint: str = "best", weights: str | None = None
         torchvision_twin(spec.name)  # a model without one fails before anything is built
         if size[0] != 3:
             raise UsageError("ImageNet weights take 3-channel images")
-        model = create_model(spec.name, in_channels=3, num_classes=1000)
+        with uninitialized():  # the weights are about to be replaced
+            model = create_model(spec.name, in_channels=3, num_classes=1000)
         loaded = load_imagenet_weights(model, spec.name)
         (mean, std), classes, description = loaded.mean_std, loaded.categories, f"{spec.name}, ImageNet weights"
     return Subject(model.eval(), spec.name, description, size, BatchTransform(size[1:], mean, std), classes)

@@ -143,7 +143,6 @@ def test_rf_box_of_vgg16_conv5_3_spans_196_pixels_and_is_clipped_at_the_border(m
 
 
 def test_effective_field_is_smaller_than_the_theoretical_and_grows_with_depth():
-    torch.manual_seed(0)
     subject = load_subject("resnet18")
     picture = receptive_field(subject, ["layer1", "layer2", "layer3", "layer4"], samples=4)
     theoretical = [row["theoretical_size"] for row in picture.rows]
@@ -383,7 +382,6 @@ def test_filters_of_imagenet_weights_are_torchvision_files_first_kernels(torch_h
 
 
 def test_torchvision_models_are_shown_by_their_own_layer_names():
-    torch.manual_seed(0)
     subject = load_subject("torchvision:resnet18", input_size=64)
     picture = receptive_field(subject, ["layer2"], samples=2)
     assert picture.rows[0]["theoretical_size"] == 99  # as cnnlab's resnet18 layer2

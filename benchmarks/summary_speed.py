@@ -16,33 +16,14 @@ torchinfo is a benchmark-only dependency (pip install -e '.[bench]'). Works offl
 
 import argparse
 import statistics
-import subprocess
 import sys
-import time
 
 import torch
 import torchinfo
 
 import cnnlab
 from cnnlab.summary import summarize
-
-
-def best_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def median_subprocess_time(command: list[str], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import best_time, median_subprocess_time
 
 
 def torchinfo_from_name(name: str, input_size) -> None:

@@ -361,5 +361,79 @@ def compare(
         typer.echo(f"wrote {curves}\nwrote {efficiency}", err=True)
 
 
+class ShowView(str, Enum):
+    filters = "filters"
+    activations = "activations"
+    rf = "rf"
+    cam = "cam"
+    errors = "errors"
+
+
+class NumbersFormat(str, Enum):
+    csv = "csv"
+    json = "json"
+
+
+def parse_names(text: Optional[str]) -> Optional[list[str]]:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
+@app.command()
+@reports_errors
+def show(
+    what: Annotated[ShowView, typer.Argument(help="filters, activations, rf (receptive fields), cam (Grad-CAM) "
+                                                  "or errors.")],
+    target: Annotated[str, typer.Argument(help="A run directory (its trained weights) or a model name "
+                                               "(random weights, or --weights imagenet).")],
+    layer: Annotated[Optional[str], typer.Option(
+        "--layer", "--layers", "-l", show_default=False, metavar="NAME[,NAME...]",
+        help="Layers by their 'cnnlab summary' names, e.g. features.0 or layer1,layer4 (default: filters the "
+             "first convolution; activations one per stage; rf and cam the last stage).")] = None,
+    image: Annotated[Optional[str], typer.Option(
+        "--image", "-i", show_default=False, metavar="N|FILE",
+        help="Image N of the run's test split, or an image file (default: the first test images).")] = None,
+    count: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help="cam and errors: how many test images to draw (default: 8 and 32).")] = None,
+    unit: Annotated[Optional[str], typer.Option(
+        show_default=False, metavar="ROW,COL", help="rf: the unit of the layer's map (default: the centre one).")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="rf: inputs the gradient is averaged over.")] = 16,
+    share: Annotated[float, typer.Option(
+        min=0.01, max=0.99, help="rf: share of the gradient mass inside the effective field.")] = 0.95,
+    checkpoint: Annotated[CheckpointChoice, typer.Option(
+        "--checkpoint", "-c", help="A run's best.pt or last.pt.")] = CheckpointChoice.best,
+    weights: Annotated[Optional[str], typer.Option(
+        show_default=False, help="imagenet: torchvision's published weights, for a model with a torchvision twin.")] = None,
+    input: Annotated[Optional[str], typer.Option(
+        "--input", show_default=False, help="A model name's input size HxW or one side (default: its natural one).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", show_default=False,
+        help="Figure to write; .png, .svg or .pdf picks the format (default: <view>-<layer>.png in the run, "
+             "or in the current directory for a model name).")] = None,
+    format: Annotated[NumbersFormat, typer.Option(
+        "--format", "-f", help="The numbers drawn, written beside the figure with this extension.")] = NumbersFormat.csv,
+    dpi: DpiOption = None,
+):
+    """Pictures of what a network sees and has learned: first-layer filters, feature maps,
+    theoretical and effective receptive fields, Grad-CAM, misclassified test images."""
+    from cnnlab.plots import DEFAULT_DPI, image_format
+    from cnnlab.show import VIEWS, load_subject, parse_unit, save_picture
+    from cnnlab.summary import parse_input_size
+
+    if out is not None:
+        image_format(out)  # a bad extension fails before any work
+    dpi = dpi or DEFAULT_DPI
+    subject = load_subject(target, checkpoint=checkpoint.value, weights=weights,
+                           input_size=parse_input_size(input) if input else None)
+    layers = parse_names(layer)
+    view = VIEWS[what.value]
+    options = dict(filters=dict(layers=layers), activations=dict(image=image, layers=layers),
+                   rf=dict(layers=layers, unit=parse_unit(unit), samples=samples, share=share),
+                   cam=dict(image=image, count=count, layers=layers), errors=dict(count=count))[what.value]
+    given = {name: value for name, value in options.items() if value is not None}  # else the view's default
+    picture = view(subject, dpi=dpi, **given)
+    written = save_picture(picture, out or subject.directory / f"{picture.stem}.png", format.value, dpi)
+    typer.echo(f"wrote {', '.join(map(str, written))}", err=True)
+
+
 def main() -> None:
     app()

@@ -21,8 +21,9 @@ torchvision's GoogLeNet weights were ported from TensorFlow-slim's Inception v1,
 branch has that 3x3 (reported as tensorflow/models#443); torchvision kept the 3x3 so that the
 ported weights still load. Its source calls the line a known bug and points to
 pytorch/vision#906, where changing it was ruled out because the weights would have to be
-retrained. (torchvision's max pools use ceil_mode and its last one is 2x2; the pools here give
-the same map sizes at 224x224 and 96x96.)
+retrained. Its max pools are torchvision's too (unpadded, ceil_mode, the last one 2x2): they
+give the paper's padded pools' map sizes at 224x224 and 96x96, but their windows start one
+pixel further on, so the ImageNet weights need them to give torchvision's logits.
 """
 
 from functools import partial
@@ -93,8 +94,11 @@ class AuxiliaryClassifier(nn.Module):
         return self.layers(x)
 
 
-def max_pool():
-    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # halves the side
+def max_pool(torchvision_windows: bool = False, kernel_size: int = 3) -> nn.MaxPool2d:
+    """Halves the side: padded by one pixel, or unpadded with ceil_mode as in torchvision."""
+    if torchvision_windows:
+        return nn.MaxPool2d(kernel_size, stride=2, ceil_mode=True)
+    return nn.MaxPool2d(kernel_size, stride=2, padding=kernel_size // 2)
 
 
 class GoogLeNet(nn.Module):
@@ -107,13 +111,14 @@ class GoogLeNet(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 1000, aux_logits: bool = False,
                  batch_norm: bool = False, branch3_kernels=(5,), dropout: float = 0.4,
-                 reductions: bool = True, width: float = 1.0):
+                 reductions: bool = True, width: float = 1.0, torchvision_pools: bool = False):
         super().__init__()
         conv = partial(conv_bn_relu, eps=0.001) if batch_norm else conv_relu
+        pool = partial(max_pool, torchvision_pools)
         c64, c192 = scaled(64, width), scaled(192, width)
         self.stem = nn.Sequential(
-            conv(in_channels, c64, 7, stride=2, padding=3), max_pool(),
-            conv(c64, c64, 1), conv(c64, c192, 3, padding=1), max_pool(),
+            conv(in_channels, c64, 7, stride=2, padding=3), pool(),
+            conv(c64, c64, 1), conv(c64, c192, 3, padding=1), pool(),
         )
         self.inception = nn.ModuleDict()
         channels = c192
@@ -121,7 +126,8 @@ class GoogLeNet(nn.Module):
             self.inception[name] = Inception(channels, *(scaled(c, width) for c in widths), conv=conv,
                                              branch3_kernels=branch3_kernels, reductions=reductions)
             channels = self.inception[name].out_channels
-        self.pool3, self.pool4 = max_pool(), max_pool()  # after blocks 3b and 4e
+        self.pool3 = pool()  # after block 3b
+        self.pool4 = pool(kernel_size=2 if torchvision_pools else 3)  # after block 4e
         self.aux_heads = nn.ModuleList([
             AuxiliaryClassifier(self.inception[name].out_channels, num_classes, conv, width)
             for name in ("4a", "4d")
@@ -184,4 +190,5 @@ def googlenet_naive(in_channels=3, num_classes=1000, **kwargs):
 @register_model(family="GoogLeNet", year=2014, options=TORCHVISION_OPTIONS)
 def googlenet_tv(in_channels=3, num_classes=1000, **kwargs):
     """GoogLeNet as torchvision builds it: BatchNorm and a 3x3 where the paper has the 5x5."""
-    return GoogLeNet(in_channels, num_classes, batch_norm=True, branch3_kernels=(3,), dropout=0.2, **kwargs)
+    return GoogLeNet(in_channels, num_classes, batch_norm=True, branch3_kernels=(3,), dropout=0.2,
+                     torchvision_pools=True, **kwargs)

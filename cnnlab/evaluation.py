@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from cnnlab.data import load_dataset
+from cnnlab.data import BatchTransform, load_dataset
 from cnnlab.devices import Placement
 from cnnlab.errors import BadCheckpoint, CnnlabError, UnknownDataset, UsageError
 from cnnlab.models import create_model
@@ -55,13 +56,34 @@ class EvalResult:
     files: list[Path] = field(default_factory=list)
 
 
-def evaluate(run_or_checkpoint, data: str | None = None, *, checkpoint: str = "last",
-             data_dir=None, device: str = "auto", plot: bool = False, write: bool = True) -> EvalResult:
-    """Evaluate ``run_or_checkpoint`` (a run directory or a .pt file) on a test split.
+@dataclass
+class Trained:
+    """A trained model from a run or a checkpoint file, on its device, ready to predict; what
+    eval, show and the experiments read a run through."""
 
-    ``checkpoint`` picks last.pt or best.pt of a run directory; ``data`` another data set
-    with the same channels and classes (default: the run's own).
-    """
+    model: nn.Module
+    record: RunRecord               # the run's config.json, as the checkpoint carries it
+    placement: Placement
+    transform: BatchTransform       # uint8 images -> the model's input, as in training
+    checkpoint: Path
+    epoch: int
+
+    def test_split(self, data: str | None = None, data_dir=None):
+        """The run's test split (or another data set's, with the same channels and classes)."""
+        channels, height, _ = self.record.input_size
+        dataset = load_dataset(data or self.record.data, data_dir or self.record.options.data_dir,
+                               image_size=height, device=self.placement.device)
+        if (dataset.channels, dataset.num_classes) != (channels, self.record.num_classes):
+            raise UnknownDataset(f"{dataset.name} ({dataset.channels} channel(s), {dataset.num_classes} classes) "
+                                 f"does not fit {self.record.model} trained on {self.record.data} "
+                                 f"({channels} channel(s), {self.record.num_classes} classes)")
+        return dataset
+
+
+def load_trained(run_or_checkpoint, checkpoint: str = "last", device: str = "auto") -> Trained:
+    """The model of a run directory (its ``checkpoint``: last or best) or of a .pt file, with its
+    weights, placed as it was trained (fp16 checkpoints evaluate in fp32, which runs anywhere).
+    A checkpoint that belongs to another run than the directory it is in is refused."""
     if checkpoint not in ("last", "best"):
         raise UsageError(f"checkpoint must be 'last' or 'best', not {checkpoint!r}")
     path = Path(run_or_checkpoint)
@@ -70,27 +92,32 @@ def evaluate(run_or_checkpoint, data: str | None = None, *, checkpoint: str = "l
     record = checkpoint_record(state, checkpoint_path)
     if not path.is_file():
         check_belongs(record, Run(path).read_record(), checkpoint_path)
-
-    placement = Placement.choose(device, "off" if record.options.amp == "fp16" else record.options.amp,
-                                 record.options.channels_last)  # fp16 checkpoints evaluate in fp32 anywhere
+    options = record.options
+    placement = Placement.choose(device, "off" if options.amp == "fp16" else options.amp, options.channels_last)
     channels, height, width = record.input_size
-    dataset = load_dataset(data or record.data, data_dir or record.options.data_dir, image_size=height,
-                           device=placement.device)
-    if (dataset.channels, dataset.num_classes) != (channels, record.num_classes):
-        raise UnknownDataset(f"{dataset.name} ({dataset.channels} channel(s), {dataset.num_classes} classes) "
-                             f"does not fit {record.model} trained on {record.data} "
-                             f"({channels} channel(s), {record.num_classes} classes)")
     model = create_model(record.model, in_channels=channels, num_classes=record.num_classes)
     load_model_state(model, state, checkpoint_path)
-    model = placement.place(model)
-    transform = placement.transform((height, width), record.mean, record.std)
+    return Trained(placement.place(model).eval(), record, placement,
+                   placement.transform((height, width), record.mean, record.std),
+                   checkpoint_path, int(state.get("epoch", 0)))
 
-    logits = predict_logits(model, placement, dataset.test_images, transform, record.options.batch_size)
+
+def evaluate(run_or_checkpoint, data: str | None = None, *, checkpoint: str = "last",
+             data_dir=None, device: str = "auto", plot: bool = False, write: bool = True) -> EvalResult:
+    """Evaluate ``run_or_checkpoint`` (a run directory or a .pt file) on a test split.
+
+    ``checkpoint`` picks last.pt or best.pt of a run directory; ``data`` another data set
+    with the same channels and classes (default: the run's own).
+    """
+    trained = load_trained(run_or_checkpoint, checkpoint, device)
+    dataset = trained.test_split(data, data_dir)
+    logits = predict_logits(trained.model, trained.placement, dataset.test_images, trained.transform,
+                            trained.record.options.batch_size)
     result = score(logits, dataset.test_labels.cpu(), dataset.classes)
-    result.checkpoint, result.epoch, result.data = checkpoint_path, int(state.get("epoch", 0)), dataset.name
+    result.checkpoint, result.epoch, result.data = trained.checkpoint, trained.epoch, dataset.name
     if write:
-        suffix = "" if data is None or dataset.name == record.data else f"-{slugify(dataset.name)}"
-        result.files = write_results(result, checkpoint_path.parent, suffix, plot)
+        suffix = "" if data is None or dataset.name == trained.record.data else f"-{slugify(dataset.name)}"
+        result.files = write_results(result, trained.checkpoint.parent, suffix, plot)
     return result
 
 

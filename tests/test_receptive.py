@@ -95,7 +95,7 @@ def test_functional_layers_count_like_modules():
     assert (conv.params, conv.macs, conv.rf_size, conv.rf_start) == (600, 16 * 16 * 8 * 75, (5, 5), (0, 0))
     # ceil mode: (16 − 3 + 2·1)/2 + 1 = 8.5, rounded up to 9
     assert (pool.output_shape, pool.rf_size, pool.rf_jump, pool.rf_start) == ((8, 9, 9), (9, 9), (4, 4), (0, 0))
-    assert "(16 − 3 + 2·1)/2 + 1 = 9 (rounded up)" in pool.explain
+    assert "(16 − 3 + 2·1)/2 + 1 = 9 (rounded up)" in pool.explain.output
 
 
 # ------------------------------------------------------------------------ misaligned branches

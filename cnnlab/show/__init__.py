@@ -29,7 +29,7 @@ from cnnlab.show.measure import (LayerTaps, UnknownLayer, centred_square_side, c
                                  kernel_tiles, mosaic, predict, scaled_maps, theoretical_box, unit_gradients)
 
 __all__ = ["Picture", "Subject", "UnknownLayer", "activations", "cam", "errors", "filters",
-           "load_subject", "load_trained_run", "parse_unit", "receptive_field", "save_picture"]
+           "load_subject", "parse_unit", "receptive_field", "save_picture"]
 
 MAPS_SHOWN = 32       # feature maps drawn per layer (the first ones)
 DEFAULT_SHARE = 0.95  # of the gradient mass inside the effective field
@@ -70,26 +70,6 @@ class Picture:
 # ------------------------------------------------------------------------------ subjects
 
 
-def load_trained_run(run_dir, checkpoint: str = "best"):
-    """A trained run's model (weights loaded, CPU), its input transform and its test split:
-    (model, transform, dataset, config). The one place show reads the run store."""
-    from cnnlab.data import BatchTransform, load_dataset
-    from cnnlab.models import create_model
-    from cnnlab.runs import Run, load_checkpoint
-    from cnnlab.training import load_model_state
-
-    run = Run.open(run_dir)
-    config = run.read_config()
-    path = run.path / f"{checkpoint}.pt"
-    state = load_checkpoint(path)
-    channels, height, width = config["input_size"]
-    model = create_model(config["model"], in_channels=channels, num_classes=config["num_classes"])
-    load_model_state(model, state, path)
-    dataset = load_dataset(config["data"], config.get("data_dir"), image_size=height)
-    transform = BatchTransform((height, width), config["mean"], config["std"])
-    return model, transform, dataset, config
-
-
 def load_subject(target, *, checkpoint: str = "best", weights: str | None = None,
                  input_size=None) -> Subject:
     """A run directory (trained weights) or a model name (random or ImageNet weights)."""
@@ -102,9 +82,12 @@ def load_subject(target, *, checkpoint: str = "best", weights: str | None = None
     if path.exists() or "/" in str(target):  # a path, not a model name: Run.open says what is wrong
         if weights is not None or input_size is not None:
             raise UsageError("--weights and --input apply to a model name; a run has its own")
-        model, transform, dataset, config = load_trained_run(path, checkpoint)
-        return Subject(model.eval(), config["model"], f"{config['model']} trained on {config['data']} "
-                       f"({path.name}, {checkpoint}.pt)", tuple(config["input_size"]), transform,
+        from cnnlab.evaluation import load_trained
+
+        trained = load_trained(path, checkpoint, device="cpu")
+        record, dataset = trained.record, trained.test_split()
+        return Subject(trained.model, record.model, f"{record.model} trained on {record.data} "
+                       f"({path.name}, {checkpoint}.pt)", tuple(record.input_size), trained.transform,
                        dataset.classes, dataset.test_images, dataset.test_labels, path)
     spec = model_spec(str(target))  # UnknownModel for a name that is neither
     size = _input_size(spec.input_size, input_size)

@@ -34,21 +34,21 @@ def count_macs(step: Step) -> tuple[int, str]:
     if weight is not None and isinstance(step.module, _TRANSPOSED):
         inputs = _per_image(step.args[0])
         per_input = math.prod(weight.shape[1:])  # each input value feeds (C_out/groups)·kernel outputs
-        return inputs * per_input, f"MACs: {inputs}·{per_input} = {inputs * per_input:,}"
+        return inputs * per_input, f"{inputs}·{per_input} = {inputs * per_input:,}"
     if weight is not None:
         per_output = math.prod(weight.shape[1:])  # (C_in/groups)·kernel for a convolution
         macs = _per_image(output) * per_output
         factors = [*output.shape[2:], output.shape[1], *weight.shape[2:], weight.shape[1]]
         if output.ndim == 2:  # linear on a vector: outputs · inputs
             factors = [output.shape[1], weight.shape[1]]
-        return macs, f"MACs: {'·'.join(map(str, factors))} = {macs:,}"
+        return macs, f"{'·'.join(map(str, factors))} = {macs:,}"
     if isinstance(step.module, nn.MultiheadAttention):
         bound = dict(zip(("query", "key"), step.args)) | step.kwargs
         return _attention_macs(step.module, bound["query"], bound["key"])
     if step.function in _MATRIX_PRODUCTS:
         a = step.args[0]
         macs = _per_image(output) * a.shape[-1]
-        return macs, f"MACs: {_per_image(output)}·{a.shape[-1]} = {macs:,}"
+        return macs, f"{_per_image(output)}·{a.shape[-1]} = {macs:,}"
     return 0, ""
 
 
@@ -63,7 +63,7 @@ def _attention_macs(attention: nn.MultiheadAttention, query, key) -> tuple[int, 
     width = attention.embed_dim
     projections = width * (queries * width + keys * attention.kdim + keys * attention.vdim + queries * width)
     mixing = 2 * queries * keys * width
-    return projections + mixing, (f"MACs: projections {projections:,} + attention "
+    return projections + mixing, (f"projections {projections:,} + attention "
                                   f"2·{queries}·{keys}·{width} = {projections + mixing:,}")
 
 
@@ -88,7 +88,7 @@ def count_parameters(step: Step) -> tuple[int, int, str]:
         weight = module.weight  # (C_out, C_in/groups, kernel...) or (out, in)
         factors = [*weight.shape[2:], weight.shape[1], weight.shape[0]]
         bias = f" + {module.bias.shape[0]}" if module.bias is not None else ""
-        return total, trainable, f"params: {'·'.join(map(str, factors))}{bias} = {total:,}"
+        return total, trainable, f"{'·'.join(map(str, factors))}{bias} = {total:,}"
     if isinstance(module, _NORMS) and getattr(module, "weight", None) is not None:
-        return total, trainable, f"params: 2·{module.weight.numel()} = {total:,} (scale and shift)"
-    return total, trainable, f"params: {total:,}"
+        return total, trainable, f"2·{module.weight.numel()} = {total:,} (scale and shift)"
+    return total, trainable, f"{total:,}"

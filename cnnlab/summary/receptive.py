@@ -66,7 +66,7 @@ class Field:
 @dataclass
 class Fields:
     by_node: dict = field(default_factory=dict)   # fx node -> Field; None: no input pixel reaches it
-    explain: dict = field(default_factory=dict)   # fx node -> lines of arithmetic
+    explain: dict = field(default_factory=dict)   # fx node -> {"output" | "field": arithmetic}
     warnings: list[str] = field(default_factory=list)
     global_merge_noted: bool = False
 
@@ -302,7 +302,7 @@ class _Rule:
             return
         text = lines[0] if len(set(lines)) == 1 else "; ".join(
             f"{_axis_name(a, len(lines))}: {line}" for a, line in enumerate(lines))
-        self.result.explain.setdefault(self.node, []).append(f"{label}: {text}")
+        self.result.explain.setdefault(self.node, {})[label] = text
 
 
 _ADAPTIVE_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,

@@ -34,7 +34,7 @@ def to_csv(summary, depth: int | None = None, explain: bool = False) -> str:
             values += ["" if n is None else n for n in numbers]
         values.append(row.rf_status)
         if explain:
-            values.append(row.explain)
+            values.append("\n".join(row.explain.lines()))
         writer.writerow(values)
     return buffer.getvalue()
 
@@ -71,9 +71,9 @@ def render_table(summary, depth: int | None = None, explain: bool = False):
     if explain:
         parts += [Text(""), Text("Arithmetic", style="bold")]
         for row in summary.layers:
-            if row.explain and not row.is_container:
+            if row.explain.lines() and not row.is_container:
                 parts.append(Text(f"{row.name} ({row.type})", style="bold"))
-                parts += [Text(f"  {line}") for line in row.explain.splitlines()]
+                parts += [Text(f"  {line}") for line in row.explain.lines()]
     return Group(*parts)
 
 

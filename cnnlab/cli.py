@@ -128,14 +128,14 @@ def config_parameter(field) -> inspect.Parameter:
 
     meta, hint = field.metadata, field.type
     optional = "None" in hint
-    python_type = {"int": int, "float": float, "bool": bool, "str": str}[hint.split(" ")[0]]
+    python_type = {"int": int, "float": float, "bool": bool, "str": str, "list[str]": list[str]}[hint.split(" ")[0]]
     if meta["choices"]:
         python_type = Enum(f"{field.name.title()}Choice", {c: c for c in meta["choices"]}, type=str)
     names = [meta["flag"] or flag_name(field.name), *([meta["short"]] if meta["short"] else [])]
-    info = typer.Option(*names, help=meta["help"], rich_help_panel=meta["panel"],
-                        show_default=field.default is not None)
+    help = meta["help"] + (" [default: the recipe's]" if meta["recipe"] and "recipe" not in meta["help"] else "")
+    info = typer.Option(*names, help=help, rich_help_panel=meta["panel"], show_default=field.default is not None)
     annotation = Annotated[Optional[python_type] if optional else python_type, info]
-    default = field.default if not meta["choices"] else python_type(field.default)
+    default = python_type(field.default) if meta["choices"] and field.default is not None else field.default
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 

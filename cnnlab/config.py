@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 from cnnlab.errors import UsageError
 
@@ -28,15 +28,69 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one path component, neve
 
 def option(default, help: str, *, panel: str, short: str | None = None, choices: tuple = (),
            low: float | None = None, high: float | None = None, open_low: bool = False,
-           resumable: bool = False, flag: str | None = None):
+           resumable: bool = False, flag: str | None = None, recipe: bool = False, multiple: bool = False):
     """A TrainConfig field and how the command line shows it.
 
     ``low``/``high`` bound numbers (``open_low``: the bound itself is refused); ``flag`` is the
-    on/off pair of a boolean (``--flip/--no-flip``); ``resumable`` options may change on resume.
+    on/off pair of a boolean (``--flip/--no-flip``); ``resumable`` options may change on resume;
+    ``recipe`` options default to None, "the recipe's value" (see Recipe); ``multiple`` options
+    are lists, one value per use of the flag.
     """
     return field(default=default, metadata=dict(help=help, panel=panel, short=short, choices=choices,
-                                                low=low, high=high, open_low=open_low,
-                                                resumable=resumable, flag=flag))
+                                                low=low, high=high, open_low=open_low, resumable=resumable,
+                                                flag=flag, recipe=recipe, multiple=multiple))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named, documented set of training options. ``values`` apply to every model;
+    ``by_family`` adds values for the models of one family (as d2l gives each chapter's network
+    its own learning rate, batch and input size). An option given explicitly overrides both."""
+
+    description: str
+    values: dict
+    by_family: dict = field(default_factory=dict)
+
+    def for_family(self, family: str) -> dict:
+        return {**self.values, **self.by_family.get(family, {})}
+
+
+# measured on the embedded digits by benchmarks/zoo_learns.py (the README has the table)
+RECIPES = {
+    "small": Recipe(
+        "small networks at their natural input (LeNet, the MLP, the course nets): AdamW at a high rate, "
+        "warm-up and cosine decay, label smoothing; ~98 % on digits",
+        dict(optimizer="adamw", lr=0.01, momentum=0.9, weight_decay=0.05, schedule="cosine", warmup_epochs=2.0,
+             label_smoothing=0.1, batch_size=64, epochs=30, init="default", normalize=True)),
+    "batchnorm": Recipe(
+        "deep networks with batch normalisation (ResNets, DenseNets, VGG-BN, torchvision's GoogLeNet): "
+        "AdamW 2e-3, one warm-up epoch, cosine decay, 10 epochs",
+        dict(optimizer="adamw", lr=2e-3, momentum=0.9, weight_decay=0.05, schedule="cosine", warmup_epochs=1.0,
+             label_smoothing=0.1, batch_size=64, epochs=10, init="default", normalize=True)),
+    "plain": Recipe(
+        "deep networks without batch normalisation (AlexNet, ZFNet, VGG, NiN, the paper's GoogLeNet): a "
+        "gentler AdamW 5e-4 with two warm-up epochs, which keeps them from diverging",
+        dict(optimizer="adamw", lr=5e-4, momentum=0.9, weight_decay=0.05, schedule="cosine", warmup_epochs=2.0,
+             label_smoothing=0.1, batch_size=64, epochs=10, init="default", normalize=True)),
+    "d2l": Recipe(
+        "the textbook's settings (Dive into Deep Learning, ch. 7-8, Fashion-MNIST): plain SGD without momentum "
+        "or weight decay, constant rate, Xavier init, unnormalised images, 10 epochs; lr / batch / resize per "
+        "chapter network",
+        dict(optimizer="sgd", momentum=0.0, weight_decay=0.0, schedule="constant", warmup_epochs=0.0,
+             label_smoothing=0.0, init="xavier", normalize=False, flip=False, epochs=10, lr=0.1, batch_size=256),
+        by_family={
+            "LeNet": dict(lr=0.9, batch_size=256, resize=28),
+            "MLP": dict(lr=0.1, batch_size=256, resize=28),
+            "AlexNet": dict(lr=0.01, batch_size=128, resize=224),
+            "ZFNet": dict(lr=0.01, batch_size=128, resize=224),
+            "VGG": dict(lr=0.05, batch_size=128, resize=224),
+            "NiN": dict(lr=0.1, batch_size=128, resize=224),
+            "GoogLeNet": dict(lr=0.1, batch_size=128, resize=96),
+            "ResNet": dict(lr=0.05, batch_size=256, resize=96),
+            "DenseNet": dict(lr=0.1, batch_size=256, resize=96),
+        }),
+}
+DEFAULTS_OUTSIDE_RECIPES = dict(flip=None, resize=None)  # None here: decided by the data and the model
 
 
 @dataclass
@@ -45,42 +99,51 @@ class TrainConfig:
 
     # -- what to train, on what
     model: str = option("lenet", "Model name (see 'cnnlab models') or torchvision:<name>.", panel=DATA)
+    model_args: list[str] | None = option(None, "A model option KEY=VALUE, e.g. width=0.25 or aux_logits=true "
+                                          "(repeat for several; 'cnnlab models NAME --format json' lists them).",
+                                          panel=DATA, flag="--model-arg", multiple=True)
+    recipe: str | None = option(None, "Training recipe: its optimiser, schedule, batch, epochs ... (default: the "
+                                "model's; see 'cnnlab models --recipes'). Explicit options override it.",
+                                panel=OPTIMISATION, choices=tuple(RECIPES))
     data: str = option("digits", "digits (embedded, no download), mnist, fashion-mnist, kmnist, cifar10, "
                        "cifar100, svhn, or an ImageFolder directory. Its test split is reported as val_*.",
                        panel=DATA, short="-d")
     data_dir: str | None = option(None, "Where downloads go (default: $CNNLAB_DATA_DIR or ~/.cache/cnnlab).",
                                   panel=DATA)
-    resize: int | None = option(None, "Input side in pixels (default: the model's natural size, e.g. 28 for "
-                                "lenet, 224 for alexnet).", panel=DATA, low=1, high=4096)
-    normalize: bool = option(True, "Normalise with the training images' channel mean and std.", panel=DATA,
-                             flag="--normalize/--no-normalize")
-    flip: bool | None = option(None, "Random horizontal flips (default: on, except for digit and character "
-                               "sets).", panel=DATA, flag="--flip/--no-flip")
+    resize: int | None = option(None, "Input side in pixels (default: the recipe's, else the model's natural "
+                                "size, e.g. 28 for lenet, 224 for alexnet).", panel=DATA, low=1, high=4096, recipe=True)
+    normalize: bool | None = option(None, "Normalise with the training images' channel mean and std "
+                                    "(default: the recipe's).", panel=DATA, flag="--normalize/--no-normalize",
+                                    recipe=True)
+    flip: bool | None = option(None, "Random horizontal flips (default: the recipe's, else on except for digit "
+                               "and character sets).", panel=DATA, flag="--flip/--no-flip", recipe=True)
     crop_padding: int = option(0, "Random crops of the image padded by this many pixels (0: off).",
                                panel=DATA, low=0, high=1024)
     # -- optimisation
-    epochs: int = option(30, "Epochs to train (with --resume: the new total, at least the epochs finished).",
-                         panel=OPTIMISATION, short="-e", low=1, high=1_000_000, resumable=True)
-    batch_size: int = option(64, "Images per optimiser step (under torchrun: the global batch).",
-                             panel=OPTIMISATION, short="-b", low=1, high=1 << 20)
-    optimizer: str = option("adamw", "Optimiser.", panel=OPTIMISATION, choices=("sgd", "adam", "adamw"))
-    lr: float = option(0.01, "Peak learning rate.", panel=OPTIMISATION, low=0, open_low=True)
-    momentum: float = option(0.9, "SGD momentum.", panel=OPTIMISATION, low=0, high=1)
+    epochs: int | None = option(None, "Epochs to train (with --resume: the new total, at least the epochs "
+                                "finished).", panel=OPTIMISATION, short="-e", low=1, high=1_000_000, resumable=True,
+                                recipe=True)
+    batch_size: int | None = option(None, "Images per optimiser step (under torchrun: the global batch).",
+                                    panel=OPTIMISATION, short="-b", low=1, high=1 << 20, recipe=True)
+    optimizer: str | None = option(None, "Optimiser.", panel=OPTIMISATION, choices=("sgd", "adam", "adamw"),
+                                   recipe=True)
+    lr: float | None = option(None, "Peak learning rate.", panel=OPTIMISATION, low=0, open_low=True, recipe=True)
+    momentum: float | None = option(None, "SGD momentum.", panel=OPTIMISATION, low=0, high=1, recipe=True)
     nesterov: bool = option(False, "Nesterov momentum (sgd).", panel=OPTIMISATION, flag="--nesterov")
-    weight_decay: float = option(0.05, "Weight decay.", panel=OPTIMISATION, low=0, high=1e3)
-    schedule: str = option("cosine", "Learning-rate schedule, updated every step.", panel=OPTIMISATION,
-                           choices=("constant", "step", "cosine", "onecycle"))
-    warmup_epochs: float = option(2.0, "Linear warm-up before the schedule (not with onecycle).",
-                                  panel=OPTIMISATION, low=0, high=1_000_000)
+    weight_decay: float | None = option(None, "Weight decay.", panel=OPTIMISATION, low=0, high=1e3, recipe=True)
+    schedule: str | None = option(None, "Learning-rate schedule, updated every step.", panel=OPTIMISATION,
+                                  choices=("constant", "step", "cosine", "onecycle"), recipe=True)
+    warmup_epochs: float | None = option(None, "Linear warm-up before the schedule (not with onecycle).",
+                                         panel=OPTIMISATION, low=0, high=1_000_000, recipe=True)
     step_every: int = option(10, "step schedule: multiply the lr by --step-gamma every N epochs.",
                              panel=OPTIMISATION, low=1, high=1_000_000)
     step_gamma: float = option(0.1, "step schedule: the factor.", panel=OPTIMISATION, low=0, high=1)
-    label_smoothing: float = option(0.1, "Label smoothing of the training loss (val_loss is plain "
-                                    "cross-entropy).", panel=OPTIMISATION, low=0, high=0.999)
+    label_smoothing: float | None = option(None, "Label smoothing of the training loss (val_loss is plain "
+                                           "cross-entropy).", panel=OPTIMISATION, low=0, high=0.999, recipe=True)
     clip_grad: float | None = option(None, "Clip the gradient norm to this.", panel=OPTIMISATION,
                                      low=0, high=1e9, open_low=True)
-    init: str = option("default", "Weights: PyTorch's default or xavier (d2l's).", panel=OPTIMISATION,
-                       choices=("default", "xavier"))
+    init: str | None = option(None, "Weights: PyTorch's default or xavier (d2l's).", panel=OPTIMISATION,
+                              choices=("default", "xavier"), recipe=True)
     seed: int = option(0, "Random seed: the same seed gives the same run on the CPU.", panel=OPTIMISATION,
                        low=0, high=2 ** 31 - 1)
     # -- device and speed
@@ -125,7 +188,7 @@ class TrainConfig:
             value, meta = getattr(self, f.name), f.metadata
             if not _has_type(value, hints[f.name]):
                 raise UsageError(f"{flag_name(f.name)} must be {_type_name(hints[f.name])}, not {value!r}")
-            if meta["choices"] and value not in meta["choices"]:
+            if meta["choices"] and value is not None and value not in meta["choices"]:
                 raise UsageError(f"{flag_name(f.name)} must be one of {', '.join(meta['choices'])}, not {value!r}")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 check_bounds(flag_name(f.name), value, meta["low"], meta["high"], meta["open_low"])
@@ -134,8 +197,25 @@ class TrainConfig:
                              f"with '.' or '-'), not {self.name!r}: runs stay inside --runs-dir")
         if not self.model:
             raise UsageError("give the model to train")
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+        if self.nesterov and (self.optimizer not in ("sgd", None) or (self.momentum or 0) <= 0):
             raise UsageError("--nesterov needs --optimizer sgd and a positive --momentum")
+
+    # -- recipes ---------------------------------------------------------------------------------
+    def with_recipe(self, family: str, default_recipe: str) -> "TrainConfig":
+        """Every option the recipe sets that was not given (None) filled in from it: this config's
+        ``recipe``, else the model's ``default_recipe``. Options no recipe sets keep None where
+        the data or the model decides them (flip, resize)."""
+        name = self.recipe or default_recipe
+        values = {**DEFAULTS_OUTSIDE_RECIPES, **RECIPES[name].for_family(family)}
+        filled = {f.name: values[f.name] for f in fields(self)
+                  if f.metadata["recipe"] and getattr(self, f.name) is None and f.name in values}
+        config = TrainConfig(**{**self.to_dict(), **filled, "recipe": name})
+        config.validate()
+        return config
+
+    def recipe_values(self, family: str) -> dict:
+        """The options this run's recipe set (those not given explicitly), for the start line."""
+        return RECIPES[self.recipe].for_family(family) if self.recipe else {}
 
     # -- the resume rule -----------------------------------------------------------------------
     def resumed(self, epochs_finished: int, **changes) -> "TrainConfig":
@@ -172,10 +252,13 @@ def check_bounds(name: str, value, low=None, high=None, open_low: bool = False) 
 
 
 def _has_type(value: Any, hint) -> bool:
-    """Whether a JSON value fits a field's annotation (int, float, bool, str, or X | None)."""
+    """Whether a JSON value fits a field's annotation (int, float, bool, str, list[str], or X | None)."""
     allowed = getattr(hint, "__args__", (hint,))
     if value is None:
         return type(None) in allowed
+    lists = [t for t in allowed if get_origin(t) is list]
+    if lists:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
     if isinstance(value, bool):
         return bool in allowed
     if isinstance(value, int):
@@ -184,7 +267,8 @@ def _has_type(value: Any, hint) -> bool:
 
 
 def _type_name(hint) -> str:
-    names = [t.__name__ for t in getattr(hint, "__args__", (hint,)) if t is not type(None)]
+    names = [str(t) if get_origin(t) else t.__name__ for t in getattr(hint, "__args__", (hint,))
+             if t is not type(None)]
     optional = type(None) in getattr(hint, "__args__", ())
     return " or ".join(names) + (" (or null)" if optional else "")
 

@@ -32,7 +32,7 @@ from torch import nn
 from cnnlab.data import BatchTransform, load_dataset
 from cnnlab.devices import Placement
 from cnnlab.errors import BadCheckpoint, CnnlabError, UnknownDataset, UsageError
-from cnnlab.models import create_model
+from cnnlab.models import create_model, model_options
 from cnnlab.runs import Run, RunRecord, atomic_write_bytes, atomic_write_text, load_checkpoint, slugify
 from cnnlab.training import load_model_state
 
@@ -95,7 +95,8 @@ def load_trained(run_or_checkpoint, checkpoint: str = "last", device: str = "aut
     options = record.options
     placement = Placement.choose(device, "off" if options.amp == "fp16" else options.amp, options.channels_last)
     channels, height, width = record.input_size
-    model = create_model(record.model, in_channels=channels, num_classes=record.num_classes)
+    model = create_model(record.model, in_channels=channels, num_classes=record.num_classes,
+                         **model_options(record.model, options.model_args or []))
     load_model_state(model, state, checkpoint_path)
     return Trained(placement.place(model).eval(), record, placement,
                    placement.transform((height, width), record.mean, record.std),

@@ -44,7 +44,8 @@ from cnnlab.data import default_data_dir, load_dataset
 from cnnlab.devices import Placement
 from cnnlab.errors import (BadCheckpoint, PeerFailed, RunWriteFailed, TrainingDiverged, TrainingInterrupted,
                            first_line)
-from cnnlab.models import create_model, model_spec
+from cnnlab.models import create_model, default_recipe, model_options, model_spec
+from cnnlab.models.blocks import AUX_LOSS_WEIGHT, AuxOutputs
 from cnnlab.progress import make_reporter
 from cnnlab.runs import CHECKPOINT_FORMAT, Run, RunRecord, atomic_write_text, name_taken, run_exists
 from cnnlab.summary import summarize, to_csv
@@ -95,18 +96,21 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
         config = record.options.resumed(int(state["epoch"]) if state else 0, **changes)
         config.device = str(world.device)
 
-    # 3) device, data, model, optimiser: everything that can fail, before anything is written
+    # 3) the recipe, device, data, model, optimiser: everything that can fail, before anything is written
+    spec = model_spec(config.model)
+    config = config.with_recipe(spec.family, default_recipe(config.model))  # explicit options win
+    model_kwargs = model_options(config.model, config.model_args or [])
     world.local_batch(config.batch_size)  # --batch-size is global: it must split evenly
     placement = Placement.choose(world.device, config.amp, config.channels_last)
     config.amp, config.channels_last = placement.amp, placement.channels_last
-    spec = model_spec(config.model)
     config.resize = config.resize or spec.input_size[1]
     config.data_dir = str(Path(config.data_dir or default_data_dir()).expanduser())
     dataset = load_dataset(config.data, config.data_dir, image_size=config.resize, device=world.device)
     config.flip = dataset.flip_safe if config.flip is None else config.flip
     input_size = (dataset.channels, config.resize, config.resize)
     torch.manual_seed(config.seed)
-    model = create_model(config.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
+    model = create_model(config.model, in_channels=dataset.channels, num_classes=dataset.num_classes,
+                         **model_kwargs)
     if config.init == "xavier":
         init_xavier(model)
     summary = summarize(model, input_size=input_size)  # an input the model cannot take fails here
@@ -261,8 +265,12 @@ def run_epoch(model, optimizer, scaler, placement, dataset, transform, config, e
         for group in optimizer.param_groups:
             group["lr"] = lr
         with placement.autocast():
-            logits = model(x)
+            outputs = model(x)
+            logits = outputs.logits if isinstance(outputs, AuxOutputs) else outputs
             loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            if isinstance(outputs, AuxOutputs):  # GoogLeNet's side heads add their losses, weighted 0.3 as in the paper
+                loss = loss + AUX_LOSS_WEIGHT * sum(F.cross_entropy(a, y, label_smoothing=config.label_smoothing)
+                                                    for a in outputs.aux)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.clip_grad is not None:

@@ -5,8 +5,8 @@ from cnnlab.models import (  # noqa: F401  (each module registers its builders)
 )
 from cnnlab.models.catalog import ModelInfo, describe_models, parameter_count
 from cnnlab.models.registry import (
-    ModelSpec, create_model, list_models, model_options, model_spec, register_model, uninitialized,
+    ModelSpec, create_model, default_recipe, list_models, model_options, model_spec, register_model, uninitialized,
 )
 
-__all__ = ["ModelInfo", "ModelSpec", "create_model", "describe_models", "list_models", "model_options",
+__all__ = ["ModelInfo", "ModelSpec", "create_model", "default_recipe", "describe_models", "list_models", "model_options",
            "model_spec", "parameter_count", "register_model", "uninitialized"]

@@ -16,6 +16,7 @@ same ``create_model``; it takes no options (its builders forward unchecked keywo
 from __future__ import annotations
 
 import difflib
+import functools
 import fnmatch
 import re
 from contextlib import contextmanager
@@ -111,6 +112,19 @@ def model_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
         raise _unknown(name, _REGISTRY)
     return _REGISTRY[name]
+
+
+@functools.lru_cache(maxsize=None)
+def default_recipe(name: str) -> str:
+    """The training recipe (cnnlab/config.py's RECIPES) a model gets unless told otherwise:
+    "batchnorm" for a network with batch normalisation, "small" for a BatchNorm-free one at a
+    natural input of 32 pixels or less (LeNet, the MLP), "plain" for the deep BatchNorm-free ones
+    (AlexNet, VGG, NiN, GoogLeNet), which need a gentler learning rate."""
+    with uninitialized():
+        model = create_model(name)
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return "batchnorm"
+    return "small" if max(model_spec(name).input_size[1:]) <= 32 else "plain"
 
 
 def create_model(name: str, in_channels: int | None = None, num_classes: int | None = None,

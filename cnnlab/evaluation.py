@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data import BatchTransform, load_dataset
+from cnnlab.data import BatchTransform, batches, load_dataset
 from cnnlab.errors import UnknownDataset, UsageError
 from cnnlab.models import create_model
 from cnnlab.runs import Run, atomic_write_bytes, atomic_write_text, load_checkpoint, slugify
@@ -100,9 +100,9 @@ def predict_logits(model, autocast, images, transform, batch_size) -> torch.Tens
     """Logits of every image, in batches the size training evaluated with (same numbers)."""
     model.eval()
     outputs = []
-    for start in range(0, len(images), batch_size):
+    for batch, _ in batches(images, None, batch_size):
         with autocast():
-            outputs.append(model(transform(images[start:start + batch_size])).float().cpu())
+            outputs.append(model(transform(batch)).float().cpu())
     return torch.cat(outputs)
 
 

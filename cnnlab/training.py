@@ -40,7 +40,7 @@ from torch import nn
 
 import cnnlab
 from cnnlab import distributed
-from cnnlab.data import BatchTransform, default_data_dir, load_dataset
+from cnnlab.data import BatchTransform, batches, default_data_dir, load_dataset
 from cnnlab.errors import (BadCheckpoint, DeviceUnavailable, PeerFailed, TrainingDiverged,
                            TrainingInterrupted, UsageError, first_line)
 from cnnlab.models import create_model, model_spec
@@ -365,10 +365,9 @@ def run_epoch(model, optimizer, scaler, autocast, dataset, transform, config, ep
     first_lr = get_lr(config, (epoch - 1) * steps_per_epoch, steps_per_epoch)
     reporter.epoch_start(epoch, config.epochs, steps_per_epoch)
     started = time.perf_counter()
-    for step in range(steps_per_epoch):
-        batch = order[step * batch_size:(step + 1) * batch_size]
-        x = transform(dataset.train_images[batch], augment=True, generator=generator)
-        y = dataset.train_labels[batch]
+    train_batches = batches(dataset.train_images, dataset.train_labels, batch_size, order, steps_per_epoch)
+    for step, (images, y) in enumerate(train_batches):
+        x = transform(images, augment=True, generator=generator)
         lr = get_lr(config, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -403,9 +402,8 @@ def evaluate_split(model, autocast, images, labels, transform, batch_size) -> tu
     distributed.share_main_buffers(model)  # under torchrun: rank 0's batch-norm statistics, as it saves them
     images, labels = distributed.shard(images), distributed.shard(labels)  # every image once, on one process
     sums = torch.zeros(3, device=images.device)  # loss sum, correct predictions, images
-    for start in range(0, len(labels), batch_size):
-        x = transform(images[start:start + batch_size])
-        y = labels[start:start + batch_size]
+    for batch, y in batches(images, labels, batch_size):
+        x = transform(batch)
         with autocast():
             logits = model(x)
         loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnlab
-from cnnlab import distributed
+from cnnlab import distributed, threads
 from cnnlab.data import BatchTransform, batches, default_data_dir, load_dataset
 from cnnlab.errors import (BadCheckpoint, DeviceUnavailable, PeerFailed, TrainingDiverged,
                            TrainingInterrupted, UsageError, first_line)
@@ -352,6 +352,7 @@ def run_epoch(model, optimizer, scaler, autocast, dataset, transform, config, ep
     """One pass over the shuffled training images; returns loss, accuracy, first lr, images/s."""
     model.train()
     device = dataset.train_images.device
+    threads.fit_to_load(device)  # on the CPU: as many threads as the cores other processes leave free
     # the epoch's randomness depends on (seed, epoch, rank) only: a resumed run repeats it exactly
     rank = distributed.rank()  # 0 unless under torchrun
     torch.manual_seed(epoch_seed(config.seed, epoch, rank))  # dropout and other in-model randomness

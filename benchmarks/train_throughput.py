@@ -215,6 +215,24 @@ def background_load(processes: int):
             spinner.wait()
 
 
+@contextmanager
+def outside_load():
+    """Afterwards, print how many cores processes other than this benchmark and its children (the
+    background load, DataLoader workers) kept busy on average: the load nobody here controls."""
+    def cpu_seconds():
+        own = os.times()
+        return own.user + own.system + own.children_user + own.children_system
+
+    started = (time.monotonic(), threads.machine_busy_seconds(), cpu_seconds())
+    yield
+    if started[1] is None:  # no /proc/stat
+        return
+    wall, busy, ours = (now - then for now, then in zip((time.monotonic(), threads.machine_busy_seconds(),
+                                                         cpu_seconds()), started))
+    print(f"other processes on this machine kept {max(0.0, busy - ours) / wall:.2f} of "
+          f"{os.cpu_count()} cores busy on average during the measurement ({wall:.0f} s)")
+
+
 def synchronize(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -300,7 +318,7 @@ def main() -> None:
     print(f"{args.model} on {args.data} at {args.size}x{args.size}, batch {args.batch_size}, "
           f"{args.steps} steps ({args.steps * args.batch_size:,} images) per epoch, {device}")
     times = {name: [] for name in pipelines}
-    with background_load(args.background_load):
+    with outside_load(), background_load(args.background_load):
         print(describe_machine(device))
         for repeat in range(args.repeats + 1):
             for name, (epoch, _, is_cnnlab, fixed_threads) in pipelines.items():

@@ -30,6 +30,7 @@ import torch
 from cnnlab.data import ImageDataset, stratified_split
 from cnnlab.distributed import local_main_first
 from cnnlab.errors import DataMissing, DataTooLarge, UnknownDataset
+from cnnlab.threads import available_cores
 
 CACHE_VERSION = 1  # bump when the decoded pixels would change (resampling, cropping, layout)
 CACHE_FOLDER = "imagefolder"
@@ -137,14 +138,14 @@ def human_bytes(count: int) -> str:
     return f"{count:.1f} TB"
 
 
-def decode_into(path: Path, files: list[str], image_size: int) -> None:
-    """Decode ``files`` into the uint8 rows of the file ``path``, on every available core."""
+def decode_into(path: Path, files: list[str], image_size: int, workers: int | None = None) -> None:
+    """Decode ``files`` into the uint8 rows of the file ``path`` with ``workers`` processes
+    (default: one per available core)."""
     with open(path, "wb") as out:
         out.truncate(len(files) * 3 * image_size ** 2)
     chunks = [(str(path), start, files[start:start + DECODE_CHUNK], image_size)
               for start in range(0, len(files), DECODE_CHUNK)]
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-                  len(chunks))
+    workers = min(workers or available_cores(), len(chunks))
     if workers <= 1:
         for chunk in chunks:
             decode_chunk(*chunk)

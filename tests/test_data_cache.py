@@ -37,9 +37,9 @@ def counted_decodes(monkeypatch):
     calls = []
     real = folder.decode_into
 
-    def counting(*args):
+    def counting(*args, **kwargs):
         calls.append(args[0])
-        real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(folder, "decode_into", counting)
     return calls
@@ -119,7 +119,7 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(tmp_path, counted_decodes, damag
 def test_an_interrupted_build_leaves_no_cache_behind(tmp_path, monkeypatch):
     write_noise_tree(tmp_path / "tree")
 
-    def killed(path, files, size):
+    def killed(path, files, size, **kwargs):
         with open(path, "wb") as f:
             f.write(b"\0" * 100)  # part of the rows, then the process dies
         raise KeyboardInterrupt
@@ -142,3 +142,13 @@ def test_a_set_the_disk_cannot_hold_fails_in_one_line_with_a_size_that_fits(tmp_
     assert "--resize 100 would fit" in message
     assert list((tmp_path / "data" / "imagefolder").iterdir()) == []  # nothing written
     load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=100)  # the advice works
+
+
+def test_the_cache_records_the_training_pixel_statistics(tmp_path, monkeypatch):
+    write_noise_tree(tmp_path / "tree")
+    data = load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=10)
+    assert data.train_pixel_sums is not None
+    pixels = data.train_images.double().div(255).transpose(0, 1).flatten(1)  # the reference: every pixel
+    mean, std = data.channel_stats()
+    assert mean == pytest.approx(pixels.mean(1).tolist(), rel=1e-12)
+    assert std == pytest.approx(pixels.std(1, unbiased=False).tolist(), rel=1e-9)

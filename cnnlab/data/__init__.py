@@ -69,6 +69,9 @@ class ImageDataset:
     test_labels: torch.Tensor
     classes: list[str]
     flip_safe: bool  # False for digits and characters, where a mirror image means something else
+    # per channel, the sums of the training pixel values and of their squares, when known without
+    # reading the images (an ImageFolder cache records them): a streamed set is not read for them
+    train_pixel_sums: tuple[list[int], list[int]] | None = None
 
     @property
     def channels(self) -> int:
@@ -102,10 +105,15 @@ class ImageDataset:
         """Per-channel mean and standard deviation of the training images, in [0, 1] units."""
         total = torch.zeros(self.channels, dtype=torch.float64)
         total_sq = torch.zeros(self.channels, dtype=torch.float64)
-        for chunk, _ in batches(self.train_images, None, 4096):  # float64 copies of a chunk, not of the set
-            pixels = chunk.to("cpu", torch.float64).div_(255).transpose(0, 1).flatten(1)
-            total += pixels.sum(1)
-            total_sq += pixels.square().sum(1)
+        if self.train_pixel_sums is not None:
+            sums, square_sums = self.train_pixel_sums
+            total += torch.tensor(sums, dtype=torch.float64) / 255
+            total_sq += torch.tensor(square_sums, dtype=torch.float64) / 255 ** 2
+        else:
+            for chunk, _ in batches(self.train_images, None, 4096):  # float64 copies of a chunk, not of the set
+                pixels = chunk.to("cpu", torch.float64).div_(255).transpose(0, 1).flatten(1)
+                total += pixels.sum(1)
+                total_sq += pixels.square().sum(1)
         count = self.train_images.shape.numel() / self.channels
         mean = total / count
         std = (total_sq / count - mean.square()).clamp_min(1e-12).sqrt()

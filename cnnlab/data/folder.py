@@ -3,7 +3,9 @@
 The cache of a tree at one image size is a directory under ``<data dir>/imagefolder/``:
 
     images.u8   the uint8 ``N x 3 x S x S`` rows, training rows first, then test rows
-    meta.json   the key, the row counts, the labels and the classes
+    meta.json   the key, the row counts, the labels, the classes, and the per-channel sums of the
+                training pixels and of their squares (the normalisation statistics, so that
+                a streamed set need not be read whole for them)
 
 The key is a hash of the cache version, the image size, the classes and every file's path,
 label, size and modification time, so touching, adding or removing an image (or a class)
@@ -46,9 +48,9 @@ def load_image_folder(root: Path, image_size: int, data_dir: Path) -> ImageDatas
     with local_main_first():  # under torchrun: one decode per machine
         if not cache_is_valid(cache, key, len(samples), image_size):
             build_cache(cache, key, samples, classes, train_count, image_size)
-    images, labels = open_cache(cache, len(samples), image_size)
+    images, labels, pixel_sums = open_cache(cache, len(samples), image_size)
     return ImageDataset(root.name, images[:train_count], labels[:train_count], images[train_count:],
-                        labels[train_count:], classes=classes, flip_safe=True)
+                        labels[train_count:], classes=classes, flip_safe=True, train_pixel_sums=pixel_sums)
 
 
 def list_tree(root: Path) -> tuple[list[tuple[str, int]], list[str], int]:
@@ -88,12 +90,14 @@ def cache_is_valid(cache: Path, key: str, count: int, image_size: int) -> bool:
         return False
 
 
-def open_cache(cache: Path, count: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images as a copy-on-write mapping of images.u8 (pages are read when touched), and the labels."""
-    labels = torch.tensor(json.loads((cache / META_FILE).read_text())["labels"], dtype=torch.int64)
+def open_cache(cache: Path, count: int, image_size: int):
+    """The images as a copy-on-write mapping of images.u8 (pages are read when touched), the
+    labels, and the training pixels' per-channel sums and sums of squares."""
+    meta = json.loads((cache / META_FILE).read_text())
     images = torch.from_file(str(cache / IMAGES_FILE), shared=False, size=count * 3 * image_size ** 2,
                              dtype=torch.uint8)
-    return images.view(count, 3, image_size, image_size), labels
+    return (images.view(count, 3, image_size, image_size), torch.tensor(meta["labels"], dtype=torch.int64),
+            (meta["train_pixel_sums"], meta["train_pixel_square_sums"]))
 
 
 def build_cache(cache: Path, key: str, samples, classes, train_count: int, image_size: int) -> None:
@@ -104,9 +108,11 @@ def build_cache(cache: Path, key: str, samples, classes, train_count: int, image
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     try:
-        decode_into(building / IMAGES_FILE, [path for path, _ in samples], image_size)
+        sums, square_sums = decode_into(building / IMAGES_FILE, [path for path, _ in samples], image_size,
+                                        train_rows=train_count)
         meta = dict(key=key, version=CACHE_VERSION, image_size=image_size, train_rows=train_count,
-                    classes=classes, labels=[label for _, label in samples])
+                    classes=classes, labels=[label for _, label in samples],
+                    train_pixel_sums=sums, train_pixel_square_sums=square_sums)
         (building / META_FILE).write_text(json.dumps(meta))
         shutil.rmtree(cache, ignore_errors=True)  # a stale or broken cache of the same tree and size
         os.rename(building, cache)
@@ -138,31 +144,36 @@ def human_bytes(count: int) -> str:
     return f"{count:.1f} TB"
 
 
-def decode_into(path: Path, files: list[str], image_size: int, workers: int | None = None) -> None:
+def decode_into(path: Path, files: list[str], image_size: int, workers: int | None = None,
+                train_rows: int = 0) -> tuple[list[int], list[int]]:
     """Decode ``files`` into the uint8 rows of the file ``path`` with ``workers`` processes
-    (default: one per available core)."""
+    (default: one per available core); returns the per-channel sums of the pixel values of the
+    first ``train_rows`` rows and of their squares."""
     with open(path, "wb") as out:
         out.truncate(len(files) * 3 * image_size ** 2)
-    chunks = [(str(path), start, files[start:start + DECODE_CHUNK], image_size)
+    chunks = [(str(path), start, files[start:start + DECODE_CHUNK], image_size, train_rows)
               for start in range(0, len(files), DECODE_CHUNK)]
     workers = min(workers or available_cores(), len(chunks))
     if workers <= 1:
-        for chunk in chunks:
-            decode_chunk(*chunk)
-        return
-    # fork: the workers need only PIL and numpy, and start in milliseconds instead of re-importing torch
-    context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for _ in pool.map(decode_chunk, *zip(*chunks)):
-            pass
+        parts = [decode_chunk(*chunk) for chunk in chunks]
+    else:
+        # fork: the workers need only PIL and numpy, and start in milliseconds instead of re-importing torch
+        context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            parts = list(pool.map(decode_chunk, *zip(*chunks)))
+    sums, square_sums = ([sum(part[k][c] for part in parts) for c in range(3)] for k in (0, 1))
+    return sums, square_sums
 
 
-def decode_chunk(path: str, start: int, files: list[str], image_size: int) -> None:
-    """One worker's share: decode, centre-crop and resize ``files`` into rows ``start...``."""
+def decode_chunk(path: str, start: int, files: list[str], image_size: int,
+                 train_rows: int) -> tuple[list[int], list[int]]:
+    """One worker's share: decode, centre-crop and resize ``files`` into rows ``start...``;
+    returns the per-channel pixel sums and square sums of those rows that are training rows."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     rows = np.memmap(path, dtype=np.uint8, mode="r+", offset=start * 3 * image_size ** 2,
                      shape=(len(files), 3, image_size, image_size))
+    sums, square_sums = np.zeros(3, np.int64), np.zeros(3, np.int64)
     for i, file in enumerate(files):
         try:
             with Image.open(file) as image:
@@ -171,4 +182,9 @@ def decode_chunk(path: str, start: int, files: list[str], image_size: int) -> No
         except (OSError, UnidentifiedImageError) as e:
             raise DataMissing(f"cannot read image {file}: {e}") from None
         rows[i] = np.asarray(fitted).transpose(2, 0, 1)
+        if start + i < train_rows:
+            pixels = rows[i].reshape(3, -1).astype(np.int64)
+            sums += pixels.sum(1)
+            square_sums += (pixels * pixels).sum(1)
     rows.flush()
+    return sums.tolist(), square_sums.tolist()

@@ -23,10 +23,12 @@ def write_noise_tree(root, classes=("a", "b", "c"), per_class=7, seed=0):
 
 
 def decoded_alone(path, size):
-    """The reference: one file decoded by PIL on its own, centre-cropped and resized (bilinear)."""
+    """The reference: one file decoded by PIL on its own (a JPEG at the smallest DCT scale that
+    keeps it at least ``size``), centre-cropped and resized (bilinear)."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
+        image.draft("RGB", (size, size))
         fitted = ImageOps.fit(image.convert("RGB"), (size, size), method=Image.Resampling.BILINEAR)
     return torch.from_numpy(__import__("numpy").asarray(fitted).copy()).permute(2, 0, 1)
 
@@ -152,3 +154,19 @@ def test_the_cache_records_the_training_pixel_statistics(tmp_path, monkeypatch):
     mean, std = data.channel_stats()
     assert mean == pytest.approx(pixels.mean(1).tolist(), rel=1e-12)
     assert std == pytest.approx(pixels.std(1, unbiased=False).tolist(), rel=1e-9)
+
+
+def test_a_large_jpeg_decoded_at_reduced_scale_stays_close_to_a_full_decode(tmp_path):
+    from PIL import Image, ImageOps
+
+    ramp = torch.linspace(0, 255, 96)
+    pixels = torch.stack([ramp.expand(96, 96), ramp.expand(96, 96).T, 255 - ramp.expand(96, 96)], 2)
+    (tmp_path / "tree" / "ramp").mkdir(parents=True)
+    Image.fromarray(pixels.to(torch.uint8).numpy()).save(tmp_path / "tree" / "ramp" / "0.jpg", quality=95)
+    for i in range(1, 5):  # a test row for the stratified split
+        Image.fromarray(pixels.to(torch.uint8).numpy()).save(tmp_path / "tree" / "ramp" / f"{i}.jpg", quality=95)
+    data = load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=24)  # 96 -> 1/4 scale, then 24
+    with Image.open(tmp_path / "tree" / "ramp" / "0.jpg") as image:  # the reference: a full decode
+        full = ImageOps.fit(image.convert("RGB"), (24, 24), method=Image.Resampling.BILINEAR)
+    full = torch.from_numpy(__import__("numpy").asarray(full).copy()).permute(2, 0, 1).float()
+    assert (every_image(data)[0][0].float() - full).abs().mean() < 3  # of 255 levels

@@ -122,6 +122,9 @@ def stream(images: StreamedImages, labels, spans):
         return False
 
     def prepare():
+        # a gather is a memory copy: one thread, not a second OpenMP team beside the training one
+        # (fighting it for the cores); torch's thread count is per thread, so training keeps its own
+        torch.set_num_threads(1)
         copy_stream = torch.cuda.Stream(device) if on_gpu else None
         try:
             for rows in host_spans:

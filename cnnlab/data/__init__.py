@@ -60,7 +60,8 @@ DATASET_NAMES = ["digits", *TORCHVISION_SETS]
 
 @dataclass
 class ImageDataset:
-    """A data set split into train and test, images as uint8 ``N x C x H x W`` tensors."""
+    """A data set split into train and test, images as uint8 ``N x C x H x W`` tensors (or, for
+    a set too big for the device, ``StreamedImages`` on the host: read them with ``batches``)."""
 
     name: str
     train_images: torch.Tensor
@@ -88,12 +89,12 @@ class ImageDataset:
     def to(self, device) -> "ImageDataset":
         """The images on ``device`` when they fit there, else streamed to it; the labels on it."""
         device = torch.device(device)
-        splits = (self.train_images, self.test_images)
-        if fits_on_device(sum(images.shape.numel() for images in splits), device):
-            place = lambda images: (images.host if isinstance(images, StreamedImages) else images).to(device)
-        else:
-            place = lambda images: StreamedImages(images.host if isinstance(images, StreamedImages)
-                                                  else images.cpu(), device)
+        on_device = fits_on_device(self.train_images.shape.numel() + self.test_images.shape.numel(), device)
+
+        def place(images):
+            host = images.host if isinstance(images, StreamedImages) else images
+            return host.to(device) if on_device else StreamedImages(host.cpu(), device)
+
         return replace(self, train_images=place(self.train_images), test_images=place(self.test_images),
                        train_labels=self.train_labels.to(device), test_labels=self.test_labels.to(device))
 

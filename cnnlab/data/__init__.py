@@ -260,7 +260,6 @@ class BatchTransform:
                  crop_padding: int = 0, flip: bool = False, device="cpu",
                  memory_format=torch.contiguous_format):
         self.size = tuple(size)
-        self.device = torch.device(device)
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.crop_padding = crop_padding

@@ -4,6 +4,8 @@
     python benchmarks/train_throughput.py alexnet_2012 --steps 3 --workers 0,4   # 224x224, batch 128
     python benchmarks/train_throughput.py lenet --data fashion-mnist --data-dir ~/data
     python benchmarks/train_throughput.py resnet18 --size 96 --device cuda --profile
+    python benchmarks/train_throughput.py lenet --background-load 1 --cnnlab default default+torch-threads
+    python benchmarks/train_throughput.py lenet --cnnlab default default+stream   # streamed vs on the device
 
 Both sides train the same model (same seed, Xavier init, plain SGD) on the same images for the
 same number of steps of the same batch size, in this one process, interleaved (textbook,
@@ -20,7 +22,14 @@ images/s of the timed repeats and the ratio to the fastest textbook variant.
     held on the device, resized and normalised per batch by ``cnnlab.data.BatchTransform``.
     ``--cnnlab`` variants: ``default`` (what ``cnnlab train`` picks on this device), ``plain``
     (fp32, contiguous: the textbook's arithmetic), or those with ``+bf16``, ``+fp16``,
-    ``+channels-last``, ``+compile``, e.g. ``--cnnlab default plain plain+compile``.
+    ``+channels-last``, ``+compile``, e.g. ``--cnnlab default plain plain+compile``; ``+stream``
+    reads the images as a set too big for the device does (cnnlab.data.StreamedImages: host
+    memory, a background thread preparing each batch), ``+torch-threads`` keeps torch's own
+    thread count instead of cnnlab.threads' fit to the free cores.
+
+``--background-load N`` keeps N processes spinning on the CPU for the whole measurement (both
+pipelines, every repeat), the way a second job or a test suite shares the machine; the script
+stops them itself. The textbook pipeline always runs with torch's default thread count.
 
 Data: the embedded 8x8 digits (offline; upsampled to ``--size``, tiled to the epoch's length)
 or Fashion-MNIST from ``--data-dir`` (torchvision's layout, ``FashionMNIST/raw``). An epoch is
@@ -39,15 +48,19 @@ import copy
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from cnnlab import threads
 from cnnlab.config import TrainConfig
-from cnnlab.data import BatchTransform, load_dataset
+from cnnlab.data import BatchTransform, StreamedImages, load_dataset
 from cnnlab.devices import Placement, resolve_device
 from cnnlab.distributed import World
 from cnnlab.models import create_model, model_spec
@@ -58,7 +71,8 @@ FASHION_MNIST_TRAIN_IMAGES = 60_000
 AMP_PEAK_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # --cnnlab variant words, joined by +: each sets TrainConfig options; "default" sets none
 VARIANT_OPTIONS = {"default": {}, "plain": dict(amp="off", channels_last=False), "bf16": dict(amp="bf16"),
-                   "fp16": dict(amp="fp16"), "channels-last": dict(channels_last=True), "compile": dict(compile=True)}
+                   "fp16": dict(amp="fp16"), "channels-last": dict(channels_last=True), "compile": dict(compile=True),
+                   "stream": {}, "torch-threads": {}}  # (these two change how the side runs, not its config)
 
 
 # -- (a) the textbook pipeline -------------------------------------------------------------------
@@ -129,6 +143,7 @@ class CnnlabSide:
     dataset: object
     transform: BatchTransform
     config: TrainConfig
+    threads: int | None = None  # None: cnnlab.threads fits them to the free cores; else this many
     epoch: int = 0
 
 
@@ -142,6 +157,9 @@ def cnnlab_side(variant: str, args, base_model, dataset, device) -> CnnlabSide:
         if word not in VARIANT_OPTIONS:
             raise SystemExit(f"unknown cnnlab variant word {word!r}: choose from {', '.join(VARIANT_OPTIONS)}")
         config = replace(config, **VARIANT_OPTIONS[word])
+    words = variant.split("+")
+    if "stream" in words:
+        dataset = replace(dataset, train_images=StreamedImages(dataset.train_images.cpu(), device))
     placement = Placement.choose(device, config.amp, config.channels_last)  # as `cnnlab train` does
     model = placement.place(copy.deepcopy(base_model))
     mean, std = dataset.channel_stats()
@@ -149,7 +167,8 @@ def cnnlab_side(variant: str, args, base_model, dataset, device) -> CnnlabSide:
     name = f"{variant} ({placement.amp}{', channels-last' if placement.channels_last else ''})"
     return CnnlabSide(name, torch.compile(model) if config.compile else model, make_optimizer(config, model),
                       torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),
-                      placement, dataset, transform, config)
+                      placement, dataset, transform, config,
+                      threads=args.torch_threads if args.threads or "torch-threads" in words else None)
 
 
 def cnnlab_epoch(side: CnnlabSide, steps: int) -> None:
@@ -167,6 +186,52 @@ def timed(function, device) -> float:
     function()
     synchronize(device)
     return time.perf_counter() - start
+
+
+def set_threads(fixed: int | None, device) -> None:
+    """Before a timed epoch: a fixed thread count, or cnnlab's fresh look at the free cores (the
+    epoch's own call then keeps it: its window since this one is too short to judge)."""
+    if fixed is not None:
+        torch.set_num_threads(fixed)
+        os.environ["OMP_NUM_THREADS"] = str(fixed)  # which cnnlab.threads keeps
+    else:
+        os.environ.pop("OMP_NUM_THREADS", None)
+        threads.forget()  # what ran since cnnlab's last epoch was the other pipelines, not load
+        threads.fit_to_load(device)
+
+
+@contextmanager
+def background_load(processes: int):
+    """``processes`` Python processes spinning on the CPU until the block ends."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        if spinners:
+            time.sleep(1.0)  # running, and seen by the scheduler, before the first epoch
+            print(f"background load: {processes} busy process(es)")
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+        for spinner in spinners:
+            spinner.wait()
+
+
+@contextmanager
+def outside_load():
+    """Afterwards, print how many cores processes other than this benchmark and its children (the
+    background load, DataLoader workers) kept busy on average: the load nobody here controls."""
+    def cpu_seconds():
+        own = os.times()
+        return own.user + own.system + own.children_user + own.children_system
+
+    started = (time.monotonic(), threads.machine_busy_seconds(), cpu_seconds())
+    yield
+    if started[1] is None:  # no /proc/stat
+        return
+    wall, busy, ours = (now - then for now, then in zip((time.monotonic(), threads.machine_busy_seconds(),
+                                                         cpu_seconds()), started))
+    print(f"other processes on this machine kept {max(0.0, busy - ours) / wall:.2f} of "
+          f"{os.cpu_count()} cores busy on average during the measurement ({wall:.0f} s)")
 
 
 def synchronize(device) -> None:
@@ -220,6 +285,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.torch_threads = torch.get_num_threads()
     device = resolve_device(args.device)
     args.size = args.size or model_spec(args.model).input_size[1]
     args.batch_size = args.batch_size or (256 if args.size <= 32 else 128)
@@ -234,7 +300,8 @@ def main() -> None:
     base_model = create_model(args.model, in_channels=full.channels, num_classes=full.num_classes)
     init_xavier(base_model)
 
-    # 2) the pipelines: name -> (one epoch, precision of its arithmetic, whether cnnlab)
+    # 2) the pipelines: name -> (one epoch, precision of its arithmetic, whether cnnlab, threads)
+    #    threads: a fixed count, or None for cnnlab.threads' choice
     pipelines = {}
     for w in workers:
         net = copy.deepcopy(base_model).to(device)
@@ -242,29 +309,33 @@ def main() -> None:
         loader = textbook_loader(args, epoch_images, indices, w)
         pipelines[f"textbook, num_workers={w}"] = (
             lambda net=net, loader=loader, optimizer=optimizer, loss=loss:
-                textbook_epoch(net, loader, optimizer, loss, device), "off", False)
+                textbook_epoch(net, loader, optimizer, loss, device), "off", False, args.torch_threads)
     sides = [cnnlab_side(variant, args, base_model, epoch_images.to(device), device) for variant in args.cnnlab]
     for side in sides:
-        pipelines[f"cnnlab {side.name}"] = (lambda side=side: cnnlab_epoch(side, args.steps), side.placement.amp, True)
+        pipelines[f"cnnlab {side.name}"] = (lambda side=side: cnnlab_epoch(side, args.steps), side.placement.amp, True,
+                                            side.threads)
 
     # 3) interleaved timing: every pipeline once per round; round 0 is the warm-up
     print(f"{args.model} on {args.data} at {args.size}x{args.size}, batch {args.batch_size}, "
           f"{args.steps} steps ({args.steps * args.batch_size:,} images) per epoch, {device}")
-    print(describe_machine(device))
     times = {name: [] for name in pipelines}
-    for repeat in range(args.repeats + 1):
-        for name, (epoch, _, is_cnnlab) in pipelines.items():
-            set_cudnn_benchmark(is_cnnlab and device.type == "cuda")
-            seconds = timed(epoch, device)
-            if repeat:
-                times[name].append(seconds)
-            print(f"  {f'repeat {repeat}' if repeat else 'warm-up'}: {name}: {seconds:.2f} s", flush=True)
+    with outside_load(), background_load(args.background_load):
+        print(describe_machine(device))
+        for repeat in range(args.repeats + 1):
+            for name, (epoch, _, is_cnnlab, fixed_threads) in pipelines.items():
+                set_cudnn_benchmark(is_cnnlab and device.type == "cuda")
+                set_threads(fixed_threads, device)
+                seconds = timed(epoch, device)
+                if repeat:
+                    times[name].append(seconds)
+                print(f"  {f'repeat {repeat}' if repeat else 'warm-up'}: {name}: {seconds:.2f} s "
+                      f"({torch.get_num_threads()} threads)", flush=True)
 
     # 4) the table
     peaks = {amp: matmul_peak(device, dtype) for amp, dtype in AMP_PEAK_DTYPES.items()
              if device.type == "cuda" or amp != "fp16"}
     macs = count_macs(base_model, full.channels, args.size)
-    print_table(args, times, {name: amp for name, (_, amp, _) in pipelines.items()}, peaks, macs)
+    print_table(args, times, {name: amp for name, (_, amp, _, _) in pipelines.items()}, peaks, macs)
     print(f"matmul peak on {device}: " + ", ".join(f"{str(AMP_PEAK_DTYPES[amp]).removeprefix('torch.')} {peak / 1e9:.0f} GFLOP/s"
                                                    for amp, peak in peaks.items())
           + f"; {args.model} does {macs / 1e6:.1f} M MACs per image forward, 6x that in FLOPs to train")
@@ -308,7 +379,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="a fixed torch thread count for every pipeline (default: torch's for the "
+                             "textbook, cnnlab.threads' choice for cnnlab)")
+    parser.add_argument("--background-load", type=int, default=0, metavar="N",
+                        help="keep N busy processes running during the measurement (stopped at the end)")
     parser.add_argument("--profile", action="store_true",
                         help="also time data handling alone, and profile one cnnlab epoch")
     parser.add_argument("--profile-rows", type=int, default=15)

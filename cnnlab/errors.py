@@ -90,3 +90,7 @@ class TrainingInterrupted(CnnlabError):
 
 class PeerFailed(CnnlabError):
     """Training on several processes: another process died or stopped answering."""
+
+
+class DataTooLarge(CnnlabError):
+    """A data set that the disk cache (or memory) where it would be decoded cannot hold."""

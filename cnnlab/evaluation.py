@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.data import BatchTransform, load_dataset
+from cnnlab.data import BatchTransform, batches, load_dataset
 from cnnlab.devices import Placement
 from cnnlab.errors import BadCheckpoint, CnnlabError, UnknownDataset, UsageError
 from cnnlab.models import create_model, model_options
@@ -151,9 +151,9 @@ def predict_logits(model, placement, images, transform, batch_size) -> torch.Ten
     """Logits of every image, in batches the size training evaluated with (same numbers)."""
     model.eval()
     outputs = []
-    for start in range(0, len(images), batch_size):
+    for batch, _ in batches(images, None, batch_size):
         with placement.autocast():
-            outputs.append(model(transform(images[start:start + batch_size])).float().cpu())
+            outputs.append(model(transform(batch)).float().cpu())
     return torch.cat(outputs)
 
 

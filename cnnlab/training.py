@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnlab
-from cnnlab import distributed
+from cnnlab import distributed, threads
 from cnnlab.config import TrainConfig
-from cnnlab.data import default_data_dir, load_dataset
+from cnnlab.data import batches, default_data_dir, load_dataset
 from cnnlab.devices import Placement
 from cnnlab.errors import (BadCheckpoint, PeerFailed, RunWriteFailed, TrainingDiverged, TrainingInterrupted,
                            first_line)
@@ -245,6 +245,7 @@ def run_epoch(model, optimizer, scaler, placement, dataset, transform, config, e
     """One pass over the shuffled training images; returns loss, accuracy, first lr, images/s."""
     model.train()
     device = dataset.train_images.device
+    threads.fit_to_load(device)  # on the CPU: as many threads as the cores other processes leave free
     # the epoch's randomness depends on (seed, epoch, rank) only: a resumed run repeats it exactly
     torch.manual_seed(epoch_seed(config.seed, epoch, world.rank))  # dropout and other in-model randomness
     generator = torch.Generator(device).manual_seed(epoch_seed(config.seed, epoch))  # data order, augmentation
@@ -257,10 +258,9 @@ def run_epoch(model, optimizer, scaler, placement, dataset, transform, config, e
     first_lr = get_lr(config, (epoch - 1) * steps_per_epoch, steps_per_epoch)
     reporter.epoch_start(epoch, config.epochs, steps_per_epoch)
     started = time.perf_counter()
-    for step in range(steps_per_epoch):
-        batch = order[step * batch_size:(step + 1) * batch_size]
-        x = transform(dataset.train_images[batch], augment=True, generator=generator)
-        y = dataset.train_labels[batch]
+    train_batches = batches(dataset.train_images, dataset.train_labels, batch_size, order, steps_per_epoch)
+    for step, (images, y) in enumerate(train_batches):
+        x = transform(images, augment=True, generator=generator)
         lr = get_lr(config, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -299,9 +299,8 @@ def evaluate_split(model, placement, images, labels, transform, batch_size, worl
     world.share_buffers(model)  # rank 0's batch-norm statistics, as it saves them
     images, labels = world.shard(images), world.shard(labels)  # every image once, on one process
     sums = torch.zeros(3, device=images.device)  # loss sum, correct predictions, images
-    for start in range(0, len(labels), batch_size):
-        x = transform(images[start:start + batch_size])
-        y = labels[start:start + batch_size]
+    for batch, y in batches(images, labels, batch_size):
+        x = transform(batch)
         with placement.autocast():
             logits = model(x)
         loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")

@@ -9,3 +9,12 @@ def default_run(tmp_path_factory):
     from cnnlab.training import TrainConfig, train
 
     return train(TrainConfig(model="lenet", runs_dir=str(tmp_path_factory.mktemp("runs"))), progress="none")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir_of_its_own(tmp_path_factory):
+    """Downloads and ImageFolder decode caches go to a temporary directory, never ~/.cache/cnnlab
+    (session-wide, so that runs trained by session fixtures record it too)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNLAB_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+        yield

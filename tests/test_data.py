@@ -121,7 +121,7 @@ def write_image_tree(root, colours, per_class):
 
 def test_image_folder_is_decoded_once_at_the_requested_size(tmp_path):
     write_image_tree(tmp_path / "tree", {"red": (255, 0, 0), "blue": (0, 0, 255)}, per_class=5)
-    data = load_dataset(str(tmp_path / "tree"), image_size=16)
+    data = load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=16)
     assert data.classes == ["blue", "red"] and data.flip_safe
     assert data.train_images.shape == (8, 3, 16, 16) and data.test_images.shape == (2, 3, 16, 16)
     assert sorted(data.test_labels.tolist()) == [0, 1]
@@ -133,7 +133,7 @@ def test_image_folder_with_train_and_test_trees_keeps_them(tmp_path):
     colours = {"cat": (10, 20, 30), "dog": (200, 100, 0)}
     write_image_tree(tmp_path / "train", colours, per_class=3)
     write_image_tree(tmp_path / "test", colours, per_class=2)
-    data = load_dataset(str(tmp_path), image_size=8)
+    data = load_dataset(str(tmp_path), tmp_path / "data", image_size=8)
     assert (len(data.train_labels), len(data.test_labels)) == (6, 4)
 
 

@@ -321,7 +321,8 @@ class HostTraffic(TorchDispatchMode):
 
 def test_a_training_step_never_waits_for_the_host():
     # SGD: Adam reads its step counter with .item(), harmlessly, as it stays on the CPU
-    config = TrainConfig(model="lenet", optimizer="sgd", batch_size=16, crop_padding=1, flip=True, clip_grad=1.0)
+    config = TrainConfig(model="lenet", optimizer="sgd", batch_size=16, crop_padding=1, flip=True,
+                         clip_grad=1.0).with_recipe("LeNet", "small")
     dataset = load_dataset("digits")
     model = create_model("lenet", in_channels=1, num_classes=10).to(memory_format=torch.channels_last)
     transform = BatchTransform((28, 28), [0.5], [0.25], crop_padding=1, flip=True,

@@ -1,7 +1,7 @@
 """Data sets as uint8 tensors on the training device, and the per-batch transforms.
 
-A whole (small) data set is held as one ``N x C x H x W`` uint8 tensor per split, on the
-device that trains. Resizing, normalisation and augmentation run per batch on that device
+A data set is held as one ``N x C x H x W`` uint8 tensor per split, on the device that
+trains, when it fits there. Resizing, normalisation and augmentation run per batch on that device
 (``BatchTransform``), so the training loop does no per-image PIL work.
 
 ``--data`` names:
@@ -12,7 +12,11 @@ device that trains. Resizing, normalisation and augmentation run per batch on th
                     torchvision's sets, downloaded once into the data directory
     a directory     an ImageFolder tree (one sub-directory per class); with ``train/`` and
                     ``test/`` (or ``val/``) sub-trees those are the splits, otherwise the
-                    same seeded stratified 80/20 split as digits
+                    same seeded stratified 80/20 split as digits. Decoded once, in parallel,
+                    into a memory-mapped cache in the data directory (cnnlab/data/folder.py)
+
+A set too big for the device's memory stays on the host and streams to the device batch by
+batch (cnnlab/data/placement.py); the loops read every split through ``batches``.
 
 The test split is what training reports as ``val_*`` (d2l's convention).
 """
@@ -32,6 +36,7 @@ from urllib.error import URLError
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.placement import StreamedImages, batches, fits_on_device
 from cnnlab.distributed import local_main_first
 from cnnlab.errors import DataMissing, UnknownDataset
 
@@ -55,7 +60,8 @@ DATASET_NAMES = ["digits", *TORCHVISION_SETS]
 
 @dataclass
 class ImageDataset:
-    """A data set split into train and test, images as uint8 ``N x C x H x W`` tensors."""
+    """A data set split into train and test, images as uint8 ``N x C x H x W`` tensors (or, for
+    a set too big for the device, ``StreamedImages`` on the host: read them with ``batches``)."""
 
     name: str
     train_images: torch.Tensor
@@ -64,6 +70,9 @@ class ImageDataset:
     test_labels: torch.Tensor
     classes: list[str]
     flip_safe: bool  # False for digits and characters, where a mirror image means something else
+    # per channel, the sums of the training pixel values and of their squares, when known without
+    # reading the images (an ImageFolder cache records them): a streamed set is not read for them
+    train_pixel_sums: tuple[list[int], list[int]] | None = None
 
     @property
     def channels(self) -> int:
@@ -78,18 +87,35 @@ class ImageDataset:
         return len(self.classes)
 
     def to(self, device) -> "ImageDataset":
-        return replace(self, **{field: getattr(self, field).to(device) for field in
-                                ("train_images", "train_labels", "test_images", "test_labels")})
+        """The images on ``device`` when they fit there, else streamed to it; the labels on it."""
+        device = torch.device(device)
+        on_device = fits_on_device(self.train_images.shape.numel() + self.test_images.shape.numel(), device)
+
+        def place(images):
+            host = images.host if isinstance(images, StreamedImages) else images
+            return host.to(device) if on_device else StreamedImages(host.cpu(), device)
+
+        return replace(self, train_images=place(self.train_images), test_images=place(self.test_images),
+                       train_labels=self.train_labels.to(device), test_labels=self.test_labels.to(device))
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train_images, StreamedImages)
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and standard deviation of the training images, in [0, 1] units."""
         total = torch.zeros(self.channels, dtype=torch.float64)
         total_sq = torch.zeros(self.channels, dtype=torch.float64)
-        for chunk in self.train_images.split(4096):  # float64 copies of a chunk, not of the set
-            pixels = chunk.to("cpu", torch.float64).div_(255).transpose(0, 1).flatten(1)
-            total += pixels.sum(1)
-            total_sq += pixels.square().sum(1)
-        count = self.train_images.numel() / self.channels
+        if self.train_pixel_sums is not None:
+            sums, square_sums = self.train_pixel_sums
+            total += torch.tensor(sums, dtype=torch.float64) / 255
+            total_sq += torch.tensor(square_sums, dtype=torch.float64) / 255 ** 2
+        else:
+            for chunk, _ in batches(self.train_images, None, 4096):  # float64 copies of a chunk, not of the set
+                pixels = chunk.to("cpu", torch.float64).div_(255).transpose(0, 1).flatten(1)
+                total += pixels.sum(1)
+                total_sq += pixels.square().sum(1)
+        count = self.train_images.shape.numel() / self.channels
         mean = total / count
         std = (total_sq / count - mean.square()).clamp_min(1e-12).sqrt()
         return mean.tolist(), std.tolist()
@@ -112,7 +138,10 @@ def load_dataset(name: str = "digits", data_dir=None, *, image_size: int | None 
         with local_main_first():  # under torchrun: one download per machine, not one per process
             dataset = load_torchvision(name, Path(data_dir) if data_dir else default_data_dir())
     elif Path(name).expanduser().is_dir():
-        dataset = load_image_folder(Path(name).expanduser(), image_size or 224)
+        from cnnlab.data.folder import load_image_folder
+
+        dataset = load_image_folder(Path(name).expanduser(), image_size or 224,
+                                    Path(data_dir).expanduser() if data_dir else default_data_dir())
     else:
         close = difflib.get_close_matches(name, DATASET_NAMES, n=2, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
@@ -216,50 +245,6 @@ def missing_files_message(name: str, data_dir: Path, error: Exception) -> str:
     listing = ", ".join(f"{path.name} ({url})" for path, url in missing)
     return (f"could not download {name} ({reason}); put these files into {folder}: {listing} "
             f"(or choose another directory with --data-dir or ${DATA_DIR_ENV})")
-
-
-# -- ImageFolder trees -------------------------------------------------------------------------
-
-def load_image_folder(root: Path, image_size: int) -> ImageDataset:
-    """Decode every image once (PIL), centre-cropped and resized to ``image_size``, as RGB."""
-    from torchvision.datasets import ImageFolder
-
-    split_dirs = [root / "train", next((root / d for d in ("test", "val") if (root / d).is_dir()), None)]
-    try:
-        if split_dirs[0].is_dir() and split_dirs[1] is not None:
-            train_tree, test_tree = (ImageFolder(str(d), allow_empty=False) for d in split_dirs)
-            if test_tree.classes != train_tree.classes:
-                raise UnknownDataset(f"{split_dirs[1]} has other classes than {split_dirs[0]}")
-            train_images, train_labels = decode_images(train_tree.samples, image_size)
-            test_images, test_labels = decode_images(test_tree.samples, image_size)
-            classes = train_tree.classes
-        else:
-            tree = ImageFolder(str(root), allow_empty=False)
-            images, labels = decode_images(tree.samples, image_size)
-            train, test = stratified_split(labels.tolist())
-            train_images, train_labels, test_images, test_labels = (
-                images[train], labels[train], images[test], labels[test])
-            classes = tree.classes
-    except FileNotFoundError as e:  # ImageFolder's way of saying "no class folders or no images"
-        raise UnknownDataset(f"{root} is not an ImageFolder tree: {e}") from None
-    return ImageDataset(root.name, train_images, train_labels, test_images, test_labels,
-                        classes=classes, flip_safe=True)
-
-
-def decode_images(samples: list[tuple[str, int]], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from PIL import Image, ImageOps, UnidentifiedImageError
-    from torchvision.transforms.functional import pil_to_tensor
-
-    images = torch.empty(len(samples), 3, image_size, image_size, dtype=torch.uint8)
-    for i, (path, _) in enumerate(samples):
-        try:
-            with Image.open(path) as image:
-                fitted = ImageOps.fit(image.convert("RGB"), (image_size, image_size),
-                                      method=Image.Resampling.BILINEAR)
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataMissing(f"cannot read image {path}: {e}") from None
-        images[i] = pil_to_tensor(fitted)
-    return images, torch.tensor([label for _, label in samples], dtype=torch.int64)
 
 
 # -- per-batch transforms on the device ------------------------------------------------------

@@ -1,0 +1,172 @@
+"""ImageFolder trees: parallel decode into a memory-mapped cache, reuse, invalidation, repair."""
+
+import os
+
+import pytest
+import torch
+
+from cnnlab.data import folder, load_dataset
+from cnnlab.errors import DataTooLarge
+
+
+def write_noise_tree(root, classes=("a", "b", "c"), per_class=7, seed=0):
+    """JPEGs and PNGs of random pixels and assorted sizes: decoding is not a no-op on them."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(seed)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = 9 + (i * 5) % 13, 11 + (i * 7 + k) % 17
+            pixels = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=generator).numpy()
+            Image.fromarray(pixels).save(root / name / f"{i}.{'jpg' if i % 2 else 'png'}")
+
+
+def decoded_alone(path, size):
+    """The reference: one file decoded by PIL on its own (a JPEG at the smallest DCT scale that
+    keeps it at least ``size``), centre-cropped and resized (bilinear)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image.draft("RGB", (size, size))
+        fitted = ImageOps.fit(image.convert("RGB"), (size, size), method=Image.Resampling.BILINEAR)
+    return torch.from_numpy(__import__("numpy").asarray(fitted).copy()).permute(2, 0, 1)
+
+
+@pytest.fixture
+def counted_decodes(monkeypatch):
+    """How many times a cache was decoded (built), with the real decoder."""
+    calls = []
+    real = folder.decode_into
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(folder, "decode_into", counting)
+    return calls
+
+
+def every_image(data):
+    return torch.cat([data.train_images, data.test_images]), torch.cat([data.train_labels, data.test_labels])
+
+
+def test_parallel_decode_gives_each_files_own_pixels(tmp_path, monkeypatch):
+    monkeypatch.setattr(folder, "DECODE_CHUNK", 4)  # 21 images: 6 tasks over the worker processes
+    write_noise_tree(tmp_path / "tree")
+    data = load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=10)
+    samples, classes, train_count = folder.list_tree(tmp_path / "tree")
+    images, labels = every_image(data)
+    assert data.classes == ["a", "b", "c"] and len(images) == 21 and train_count == len(data.train_labels)
+    for row, (path, label) in enumerate(samples):
+        assert torch.equal(images[row], decoded_alone(path, 10)), path
+        assert labels[row] == label
+
+
+def test_second_load_maps_the_cache_without_decoding(tmp_path, counted_decodes):
+    write_noise_tree(tmp_path / "tree")
+    first = load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=12)
+    second = load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=12)
+    assert len(counted_decodes) == 1
+    for a, b in zip(every_image(first), every_image(second)):
+        assert torch.equal(a, b)
+    load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=13)  # another size: its own cache
+    assert len(counted_decodes) == 2
+    caches = sorted(p.name for p in (tmp_path / "data" / "imagefolder").iterdir())
+    assert len(caches) == 2 and caches[0].endswith("-12px") and caches[1].endswith("-13px")
+
+
+def test_a_touched_file_or_a_new_class_invalidates_the_cache(tmp_path, counted_decodes):
+    tree = tmp_path / "tree"
+    write_noise_tree(tree)
+    load_dataset(str(tree), tmp_path / "data", image_size=8)
+    # same content, new modification time: rebuilt
+    path = tree / "b" / "3.jpg"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    load_dataset(str(tree), tmp_path / "data", image_size=8)
+    assert len(counted_decodes) == 2
+    # a file rewritten with other pixels: the cache holds the new ones
+    write_noise_tree(tree, classes=("b",), per_class=4, seed=1)
+    data = load_dataset(str(tree), tmp_path / "data", image_size=8)
+    assert len(counted_decodes) == 3
+    samples, _, _ = folder.list_tree(tree)
+    row = [p for p, _ in samples].index(str(tree / "b" / "3.jpg"))
+    assert torch.equal(every_image(data)[0][row], decoded_alone(tree / "b" / "3.jpg", 8))
+    # a new class
+    write_noise_tree(tree, classes=("d",), per_class=5, seed=2)
+    data = load_dataset(str(tree), tmp_path / "data", image_size=8)
+    assert len(counted_decodes) == 4 and data.classes == ["a", "b", "c", "d"] and data.num_classes == 4
+    assert len(every_image(data)[1]) == 26
+    assert len(list((tmp_path / "data" / "imagefolder").iterdir())) == 1  # the stale cache was replaced
+
+
+@pytest.mark.parametrize("damage", ["truncate images", "half-written meta", "no meta"])
+def test_a_damaged_cache_is_rebuilt_not_trusted(tmp_path, counted_decodes, damage):
+    write_noise_tree(tmp_path / "tree")
+    expected = every_image(load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=9))
+    (cache,) = (tmp_path / "data" / "imagefolder").iterdir()
+    if damage == "truncate images":
+        with open(cache / folder.IMAGES_FILE, "r+b") as f:
+            f.truncate(3 * 9 * 9 * 5)
+    elif damage == "half-written meta":
+        text = (cache / folder.META_FILE).read_text()
+        (cache / folder.META_FILE).write_text(text[:len(text) // 2])
+    else:
+        (cache / folder.META_FILE).unlink()
+    again = every_image(load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=9))
+    assert len(counted_decodes) == 2
+    assert all(torch.equal(a, b) for a, b in zip(expected, again))
+
+
+def test_an_interrupted_build_leaves_no_cache_behind(tmp_path, monkeypatch):
+    write_noise_tree(tmp_path / "tree")
+
+    def killed(path, files, size, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\0" * 100)  # part of the rows, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(folder, "decode_into", killed)
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=9)
+    assert list((tmp_path / "data" / "imagefolder").iterdir()) == []
+
+
+def test_a_set_the_disk_cannot_hold_fails_in_one_line_with_a_size_that_fits(tmp_path, monkeypatch):
+    write_noise_tree(tmp_path / "tree")  # 21 images
+    # simulated: 21 images at 224 px need 3,161,088 bytes; 21 x 3 x 100 x 100 + 5 bytes are free
+    monkeypatch.setattr(folder, "free_disk", lambda path: 21 * 3 * 100 * 100 + 5)
+    with pytest.raises(DataTooLarge) as error:
+        load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=224)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "21 images at 224x224 take 3.2 MB decoded" in message and "630.0 kB free" in message
+    assert "--resize 100 would fit" in message
+    assert list((tmp_path / "data" / "imagefolder").iterdir()) == []  # nothing written
+    load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=100)  # the advice works
+
+
+def test_the_cache_records_the_training_pixel_statistics(tmp_path, monkeypatch):
+    write_noise_tree(tmp_path / "tree")
+    data = load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=10)
+    assert data.train_pixel_sums is not None
+    pixels = data.train_images.double().div(255).transpose(0, 1).flatten(1)  # the reference: every pixel
+    mean, std = data.channel_stats()
+    assert mean == pytest.approx(pixels.mean(1).tolist(), rel=1e-12)
+    assert std == pytest.approx(pixels.std(1, unbiased=False).tolist(), rel=1e-9)
+
+
+def test_a_large_jpeg_decoded_at_reduced_scale_stays_close_to_a_full_decode(tmp_path):
+    from PIL import Image, ImageOps
+
+    ramp = torch.linspace(0, 255, 96)
+    pixels = torch.stack([ramp.expand(96, 96), ramp.expand(96, 96).T, 255 - ramp.expand(96, 96)], 2)
+    (tmp_path / "tree" / "ramp").mkdir(parents=True)
+    Image.fromarray(pixels.to(torch.uint8).numpy()).save(tmp_path / "tree" / "ramp" / "0.jpg", quality=95)
+    for i in range(1, 5):  # a test row for the stratified split
+        Image.fromarray(pixels.to(torch.uint8).numpy()).save(tmp_path / "tree" / "ramp" / f"{i}.jpg", quality=95)
+    data = load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=24)  # 96 -> 1/4 scale, then 24
+    with Image.open(tmp_path / "tree" / "ramp" / "0.jpg") as image:  # the reference: a full decode
+        full = ImageOps.fit(image.convert("RGB"), (24, 24), method=Image.Resampling.BILINEAR)
+    full = torch.from_numpy(__import__("numpy").asarray(full).copy()).permute(2, 0, 1).float()
+    assert (every_image(data)[0][0].float() - full).abs().mean() < 3  # of 255 levels

@@ -70,16 +70,25 @@ GpuOption = Annotated[Optional[int], typer.Option(
 @reports_errors
 def models(
     pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'resnet*'.")] = "*",
+    recipes: Annotated[bool, typer.Option(
+        "--recipes", help="List the training recipes instead: what each sets, and for which models.")] = False,
     format: FormatOption = None,
     out: OutOption = None,
 ):
-    """List the model zoo: name, family, year, parameters at the default input, default input."""
-    from cnnlab.models import describe_models
+    """List the model zoo: name, family, year, parameters and input at the defaults, default
+    training recipe (--recipes: the recipes themselves)."""
     from cnnlab.render import output_format, rows_as, show
 
     fmt = output_format(format and format.value, out)
+    if recipes:
+        from cnnlab.config import describe_recipes
+
+        show(rows_as(describe_recipes(), fmt), out)
+        return
+    from cnnlab.models import describe_models
+
     rows = [dict(name=r.name, family=r.family, year=r.year, params=r.params,
-                 input="x".join(map(str, r.input_size)), classes=r.num_classes,
+                 input="x".join(map(str, r.input_size)), classes=r.num_classes, recipe=r.recipe,
                  **({"description": r.description} if fmt in ("csv", "json") else {}))
             for r in describe_models(pattern)]
     show(rows_as(rows, fmt, right=("params", "classes")), out)

@@ -68,9 +68,9 @@ RECIPES = {
         dict(optimizer="adamw", lr=2e-3, momentum=0.9, weight_decay=0.05, schedule="cosine", warmup_epochs=1.0,
              label_smoothing=0.1, batch_size=64, epochs=10, init="default", normalize=True)),
     "plain": Recipe(
-        "deep networks without batch normalisation (AlexNet, ZFNet, VGG, NiN, the paper's GoogLeNet): a "
-        "gentler AdamW 5e-4 with two warm-up epochs, which keeps them from diverging",
-        dict(optimizer="adamw", lr=5e-4, momentum=0.9, weight_decay=0.05, schedule="cosine", warmup_epochs=2.0,
+        "deep networks without batch normalisation (AlexNet, ZFNet, VGG, NiN, the paper's GoogLeNet): AdamW "
+        "1e-3, ten times gentler than the small nets' rate, at which AlexNet diverges to chance",
+        dict(optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=0.05, schedule="cosine", warmup_epochs=1.0,
              label_smoothing=0.1, batch_size=64, epochs=10, init="default", normalize=True)),
     "d2l": Recipe(
         "the textbook's settings (Dive into Deep Learning, ch. 7-8, Fashion-MNIST): plain SGD without momentum "
@@ -91,6 +91,17 @@ RECIPES = {
         }),
 }
 DEFAULTS_OUTSIDE_RECIPES = dict(flip=None, resize=None)  # None here: decided by the data and the model
+
+
+def describe_recipes() -> list[dict]:
+    """One row per recipe and, where it differs by family, per family: what ``models --recipes`` lists."""
+    rows = []
+    for name, recipe in RECIPES.items():
+        settings = " ".join(f"{key}={value}" for key, value in recipe.values.items())
+        rows.append(dict(recipe=name, family="(all)", settings=settings, description=recipe.description))
+        rows += [dict(recipe=name, family=family, settings=" ".join(f"{k}={v}" for k, v in extra.items()),
+                      description="") for family, extra in recipe.by_family.items()]
+    return rows
 
 
 @dataclass
@@ -197,7 +208,7 @@ class TrainConfig:
                              f"with '.' or '-'), not {self.name!r}: runs stay inside --runs-dir")
         if not self.model:
             raise UsageError("give the model to train")
-        if self.nesterov and (self.optimizer not in ("sgd", None) or (self.momentum or 0) <= 0):
+        if self.nesterov and (self.optimizer not in ("sgd", None) or (self.momentum is not None and self.momentum <= 0)):
             raise UsageError("--nesterov needs --optimizer sgd and a positive --momentum")
 
     # -- recipes ---------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ from cnnlab import distributed, threads
 from cnnlab.config import TrainConfig
 from cnnlab.data import batches, default_data_dir, load_dataset
 from cnnlab.devices import Placement
-from cnnlab.errors import (BadCheckpoint, PeerFailed, RunWriteFailed, TrainingDiverged, TrainingInterrupted,
-                           first_line)
+from cnnlab.errors import (BadCheckpoint, InputSizeMismatch, InputTooSmall, PeerFailed, RunWriteFailed,
+                           TrainingDiverged, TrainingInterrupted, first_line)
 from cnnlab.models import create_model, default_recipe, model_options, model_spec
 from cnnlab.models.blocks import AUX_LOSS_WEIGHT, AuxOutputs
 from cnnlab.progress import make_reporter
@@ -98,7 +98,9 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
 
     # 3) the recipe, device, data, model, optimiser: everything that can fail, before anything is written
     spec = model_spec(config.model)
-    config = config.with_recipe(spec.family, default_recipe(config.model))  # explicit options win
+    given, config = config, config.with_recipe(spec.family, default_recipe(config.model))  # explicit options win
+    from_recipe = {name: getattr(config, name) for name in config.recipe_values(spec.family)
+                   if getattr(given, name) is None}
     model_kwargs = model_options(config.model, config.model_args or [])
     world.local_batch(config.batch_size)  # --batch-size is global: it must split evenly
     placement = Placement.choose(world.device, config.amp, config.channels_last)
@@ -153,6 +155,12 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
     reporter = make_reporter(progress if world.is_main else "none")
     reporter.start(describe_start(config, dataset, summary.totals.params, input_size, world, run, len(history)))
+    if not history:
+        reporter.start(describe_recipe(config, from_recipe))
+        slow = slow_epoch_note(summary.totals.macs, len(dataset.train_labels), placement, input_size, spec,
+                               fits=lambda side: fits(model, (input_size[0], side, side)))
+        if slow:
+            reporter.start(slow)
     stop = StopSignals()
     try:
         with stop.installed():
@@ -452,6 +460,54 @@ def git_commit() -> str | None:
     if result.returncode != 0:
         return None
     return result.stdout.strip() or None
+
+
+def describe_recipe(config: TrainConfig, from_recipe: dict) -> str:
+    """The start line's second line: the recipe and every value it set."""
+    values = ", ".join(f"{name} {value}" for name, value in from_recipe.items())
+    return f"recipe {config.recipe}: {values or 'every option it sets was given explicitly'}"
+
+
+SLOW_EPOCH_SECONDS = 120  # an epoch longer than this gets a note before it starts
+
+
+def slow_epoch_note(macs: int, images: int, placement, input_size, spec, fits) -> str | None:
+    """A note, before a long wait, with the epoch's estimated duration and the --resize and
+    --model-arg width= values that would bring it to a minute. The estimate: training costs
+    about three times the forward MACs (forward, and backward for inputs and weights), at the
+    rate this device multiplies large matrices (measured now, so a busy machine gets a longer one)."""
+    seconds = 3 * macs * images / matmul_rate(placement)
+    if seconds < SLOW_EPOCH_SECONDS:
+        return None
+    side = input_size[1]
+    sides = [r for r in (160, 128, 96, 64, 32) if r < side and seconds * (r / side) ** 2 <= 60]
+    hints = [f"--resize {r} (about {seconds * (r / side) ** 2:.0f} s)" for r in sides if fits(r)][:1]
+    hints += [f"--model-arg width={w} (about {seconds * w * w:.0f} s)" for w in (0.5, 0.25, 0.125)
+              if "width" in spec.options and seconds * w * w <= 60][:1]
+    return (f"note: one epoch of {images} images will take about {seconds / 60:.0f} min on {placement.device}"
+            + (f"; {' or '.join(hints)} would be quicker" if hints else ""))
+
+
+def fits(model, input_size) -> bool:
+    """Whether ``model`` takes inputs of ``input_size`` (traced on an empty batch: no arithmetic)."""
+    try:
+        summarize(model, input_size=input_size)
+        return True
+    except (InputTooSmall, InputSizeMismatch):
+        return False
+
+
+def matmul_rate(placement, side: int = 1024) -> float:
+    """Multiply-accumulates per second of a square matrix product on this device and precision
+    (the best of three, after a warm-up)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(placement.amp, torch.float32)
+    a = torch.randn(side, side, device=placement.device, dtype=dtype)
+    best = math.inf
+    for _ in range(4):
+        started = time.perf_counter()
+        (a @ a).sum().item()  # .item() waits for a GPU
+        best = min(best, time.perf_counter() - started)
+    return side ** 3 / best
 
 
 def describe_start(config, dataset, params, input_size, world, run, start_epoch) -> str:

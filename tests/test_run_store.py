@@ -237,7 +237,7 @@ def test_a_wrong_type_in_the_typer_layer_stays_a_short_usage_error(tmp_path):
 
 @pytest.mark.parametrize("field, value, message", [
     ("epochs", "30", "epochs is '30', not int"),
-    ("lr", None, "lr is None, not float"),
+    ("lr", "fast", "lr is 'fast', not float (or null)"),
     ("batch_size", 1.5, "batch_size is 1.5, not int"),
     ("lr", float("inf"), "--lr must be a finite number"),
     ("optimizer", "rmsprop", "--optimizer must be one of sgd, adam, adamw"),

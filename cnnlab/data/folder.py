@@ -173,23 +173,28 @@ def decode_chunk(path: str, start: int, files: list[str], image_size: int,
     A JPEG at least twice the size is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
     PIL's ``draft``, as ``Image.thumbnail`` does), still no smaller than the size, then resized:
     most of the decoding work of a large photo is skipped."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     rows = np.memmap(path, dtype=np.uint8, mode="r+", offset=start * 3 * image_size ** 2,
                      shape=(len(files), 3, image_size, image_size))
     sums, square_sums = np.zeros(3, np.int64), np.zeros(3, np.int64)
     for i, file in enumerate(files):
-        try:
-            with Image.open(file) as image:
-                image.draft("RGB", (image_size, image_size))
-                fitted = ImageOps.fit(image.convert("RGB"), (image_size, image_size),
-                                      method=Image.Resampling.BILINEAR)
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataMissing(f"cannot read image {file}: {e}") from None
-        rows[i] = np.asarray(fitted).transpose(2, 0, 1)
+        rows[i] = decode_image(file, image_size)
         if start + i < train_rows:
             pixels = rows[i].reshape(3, -1).astype(np.int64)
             sums += pixels.sum(1)
             square_sums += (pixels * pixels).sum(1)
     rows.flush()
     return sums.tolist(), square_sums.tolist()
+
+
+def decode_image(file, image_size: int) -> np.ndarray:
+    """One image file as uint8 RGB, 3 x size x size: centre-cropped to a square and resized
+    (a large JPEG decoded at a reduced scale first, see decode_chunk); DataMissing if unreadable."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            image.draft("RGB", (image_size, image_size))
+            fitted = ImageOps.fit(image.convert("RGB"), (image_size, image_size), method=Image.Resampling.BILINEAR)
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataMissing(f"cannot read image {file}: {e}") from None
+    return np.asarray(fitted).transpose(2, 0, 1)

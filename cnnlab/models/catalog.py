@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnnlab.errors import UnknownModel
-from cnnlab.models.registry import create_model, list_models, model_spec, uninitialized
+from cnnlab.models.registry import create_model, list_models, model_spec, recipe_of, uninitialized
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class ModelInfo:
     params: int  # at the natural input channels and number of classes
     input_size: tuple[int, int, int]  # natural (channels, height, width)
     num_classes: int
+    recipe: str  # the training recipe it gets by default
     description: str
 
 
@@ -42,7 +43,7 @@ def describe_models(pattern: str = "*") -> list[ModelInfo]:
     for name in names:
         spec = model_spec(name)
         with uninitialized():  # allocated but never written: counting needs no values
-            params = parameter_count(create_model(name))
-        records.append(ModelInfo(name, spec.family, spec.year, params, spec.input_size,
-                                 spec.num_classes, spec.description))
+            model = create_model(name)
+        records.append(ModelInfo(name, spec.family, spec.year, parameter_count(model), spec.input_size,
+                                 spec.num_classes, recipe_of(model, spec.input_size), spec.description))
     return records

@@ -116,15 +116,18 @@ def model_spec(name: str) -> ModelSpec:
 
 @functools.lru_cache(maxsize=None)
 def default_recipe(name: str) -> str:
-    """The training recipe (cnnlab/config.py's RECIPES) a model gets unless told otherwise:
-    "batchnorm" for a network with batch normalisation, "small" for a BatchNorm-free one at a
+    """The training recipe (cnnlab/config.py's RECIPES) a model gets unless told otherwise."""
+    with uninitialized():
+        return recipe_of(create_model(name), model_spec(name).input_size)
+
+
+def recipe_of(model: nn.Module, natural_input) -> str:
+    """"batchnorm" for a network with batch normalisation, "small" for a BatchNorm-free one at a
     natural input of 32 pixels or less (LeNet, the MLP), "plain" for the deep BatchNorm-free ones
     (AlexNet, VGG, NiN, GoogLeNet), which need a gentler learning rate."""
-    with uninitialized():
-        model = create_model(name)
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return "batchnorm"
-    return "small" if max(model_spec(name).input_size[1:]) <= 32 else "plain"
+    return "small" if max(natural_input[1:]) <= 32 else "plain"
 
 
 def create_model(name: str, in_channels: int | None = None, num_classes: int | None = None,

@@ -123,7 +123,7 @@ def _input_size(natural, requested) -> tuple[int, int, int]:
 def chosen_images(subject: Subject, image, count: int = 1) -> tuple[torch.Tensor, list[int | None]]:
     """uint8 images and their test-split indices: ``image`` is an index into the run's test
     split, an image file, or None (the first ``count`` test images)."""
-    from cnnlab.data import decode_images
+    from cnnlab.data.folder import decode_image
 
     if image is None or str(image).isdigit():
         if subject.test_images is None:
@@ -133,7 +133,7 @@ def chosen_images(subject: Subject, image, count: int = 1) -> tuple[torch.Tensor
         if indices[-1] >= total:
             raise UsageError(f"--image {image} is out of range: the test split has {total} images (0-{total - 1})")
         return subject.test_images[indices], indices
-    decoded, _ = decode_images([(str(image), 0)], subject.input_size[1])  # DataMissing if not an image
+    decoded = torch.from_numpy(decode_image(str(image), subject.input_size[1]))[None]  # DataMissing if not an image
     if subject.input_size[0] == 1:
         decoded = decoded.float().mean(1, keepdim=True).round().to(torch.uint8)
     return decoded, [None]

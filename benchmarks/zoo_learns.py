@@ -1,0 +1,92 @@
+"""Does every model in the zoo learn with its default recipe? Trains each registered model on
+the embedded digits (``cnnlab train MODEL`` with no optimisation flags) at a CPU-practical
+size and prints one row per model: input, width, recipe, epochs, seconds, best val_acc.
+
+The size: the model's natural input when a forward pass costs at most --macs multiply-
+accumulates there; otherwise the largest side in 32, 48, 64, 96 (at least what the model
+accepts) under that budget; otherwise ``width=`` halved until it fits (down to 1/4; then the
+cheapest size at that width). Goal: every model >= 0.95.
+
+    python benchmarks/zoo_learns.py                      # the whole zoo (about 40 minutes on 2 cores)
+    python benchmarks/zoo_learns.py 'resnet*' --out zoo.csv
+"""
+
+import argparse
+import csv
+import tempfile
+import time
+
+from cnnlab.config import TrainConfig
+from cnnlab.errors import InputSizeMismatch, InputTooSmall
+from cnnlab.models import list_models, model_spec
+from cnnlab.summary import summarize
+from cnnlab.training import train
+
+SIDES = (32, 48, 64, 96)
+MIN_WIDTH = 0.25  # narrower, the fully connected layers (which width leaves alone) dominate the cost anyway
+
+
+def macs_at(name: str, side: int, width: float | None) -> int | None:
+    """MACs of one digit image (one channel) at side x side; None if the model cannot take it."""
+    from cnnlab.models import create_model, uninitialized
+
+    try:
+        with uninitialized():
+            model = create_model(name, in_channels=1, num_classes=10, **({"width": width} if width else {}))
+        return summarize(model, input_size=(1, side, side)).totals.macs
+    except (InputTooSmall, InputSizeMismatch):
+        return None
+
+
+def practical_size(name: str, budget: int) -> tuple[int, float | None, int]:
+    """(side, width or None, MACs) the model trains at here."""
+    natural = model_spec(name).input_size[1]
+    candidates = [natural] + [s for s in SIDES if s < natural]
+    width = None
+    while True:
+        fitting = [(s, m) for s in candidates if (m := macs_at(name, s, width)) is not None]
+        under = [(s, m) for s, m in fitting if m <= budget]
+        if under:
+            side, macs = max(under)
+            return side, width, macs
+        if "width" not in model_spec(name).options or (width or 1) <= MIN_WIDTH:
+            side, macs = min(fitting, key=lambda f: f[1])  # the cheapest it takes
+            return side, width, macs
+        width = (width or 1) / 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pattern", nargs="?", default="*")
+    parser.add_argument("--macs", type=float, default=15e6, help="MACs budget per image (default 15M)")
+    parser.add_argument("--epochs", type=int, help="fewer epochs than the recipes' (default: theirs)")
+    parser.add_argument("--out", help="also write the table as CSV")
+    args = parser.parse_args()
+    rows = []
+    print(f"{'model':<20} {'input':>5} {'width':>6} {'MACs':>8} {'recipe':<9} {'epochs':>6} {'seconds':>8} "
+          f"{'best val_acc':>12}", flush=True)
+    for name in list_models(args.pattern):
+        side, width, macs = practical_size(name, args.macs)
+        config = TrainConfig(model=name, resize=side, epochs=args.epochs, runs_dir=tempfile.mkdtemp(),
+                             model_args=[f"width={width}"] if width else None)
+        started = time.perf_counter()
+        run = train(config, progress="none")
+        seconds = time.perf_counter() - started
+        record, metrics = run.read_record(), run.read_metric_rows()
+        row = dict(model=name, input=side, width=width or 1, macs=macs, recipe=record.options.recipe,
+                   epochs=len(metrics), seconds=round(seconds, 1),
+                   best_val_acc=max(r["val_acc"] for r in metrics))
+        rows.append(row)
+        print(f"{name:<20} {side:>5} {row['width']:>6g} {macs / 1e6:>7.1f}M {row['recipe']:<9} {row['epochs']:>6} "
+              f"{seconds:>8.1f} {row['best_val_acc']:>12.4f}", flush=True)
+    below = [row["model"] for row in rows if row["best_val_acc"] < 0.95]
+    print(f"\n{len(rows) - len(below)} of {len(rows)} models reach 0.95" + (f"; below: {', '.join(below)}" if below else ""))
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

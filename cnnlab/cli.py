@@ -399,7 +399,7 @@ def show(
         help="Layers by their 'cnnlab summary' names, e.g. features.0 or layer1,layer4 (default: filters the "
              "first convolution; activations one per stage; rf and cam the last stage).")] = None,
     image: Annotated[Optional[str], typer.Option(
-        "--image", "-i", show_default=False, metavar="N|FILE",
+        "--image", show_default=False, metavar="N|FILE",
         help="Image N of the run's test split, or an image file (default: the first test images).")] = None,
     count: Annotated[Optional[int], typer.Option(
         min=1, show_default=False, help="cam and errors: how many test images to draw (default: 8 and 32).")] = None,

@@ -81,6 +81,7 @@ class RunRecord:
     need to know about it. Written and read only through this type."""
 
     options: TrainConfig
+    set_by_recipe: dict = field(default_factory=dict)  # the options options.recipe chose (not given explicitly)
     input_size: tuple[int, int, int] | None = None  # (channels, height, width) the model trains at
     num_classes: int | None = None
     classes: list[str] | None = None

@@ -135,7 +135,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
         try:
             if world.is_main:
                 config.name = run.name
-                record = describe_run(config, dataset, input_size, world, mean, std, summary.totals)
+                record = describe_run(config, dataset, input_size, world, mean, std, summary.totals, from_recipe)
                 atomic_write_text(run.path / "summary.csv", to_csv(summary))
                 run.write_record(record)
         except BaseException:
@@ -155,7 +155,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
     reporter = make_reporter(progress if world.is_main else "none")
     reporter.start(describe_start(config, dataset, summary.totals.params, input_size, world, run, len(history)))
-    if not history:
+    if not history and world.is_main:
         reporter.start(describe_recipe(config, from_recipe))
         slow = slow_epoch_note(summary.totals.macs, len(dataset.train_labels), placement, input_size, spec,
                                fits=lambda side: fits(model, (input_size[0], side, side)))
@@ -411,10 +411,11 @@ def load_model_state(model: nn.Module, state: dict, path) -> None:
         raise BadCheckpoint(f"checkpoint {str(path)!r} does not fit the model ({first_line(e)})") from None
 
 
-def describe_run(config: TrainConfig, dataset, input_size, world, mean, std, totals) -> RunRecord:
+def describe_run(config: TrainConfig, dataset, input_size, world, mean, std, totals, from_recipe) -> RunRecord:
     """config.json: every option resolved, plus what plot/compare/eval need to know."""
     return RunRecord(
         options=replace(config, device=str(world.device)),
+        set_by_recipe=dict(from_recipe),
         input_size=tuple(input_size),
         num_classes=dataset.num_classes,
         classes=list(dataset.classes),

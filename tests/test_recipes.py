@@ -44,6 +44,7 @@ def test_explicit_options_override_the_recipe_and_the_record_names_both(tmp_path
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert (saved["recipe"], saved["lr"], saved["epochs"]) == ("d2l", 0.5, 1)  # given explicitly
     assert (saved["batch_size"], saved["init"], saved["optimizer"]) == (256, "xavier", "sgd")  # the recipe's
+    assert saved["set_by_recipe"]["batch_size"] == 256 and "lr" not in saved["set_by_recipe"]
     recipe_line = result.stdout.splitlines()[1]
     assert recipe_line.startswith("recipe d2l: ")
     set_by_recipe = dict(item.split(" ") for item in recipe_line.removeprefix("recipe d2l: ").split(", "))

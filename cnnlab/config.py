@@ -56,6 +56,9 @@ class TrainConfig:
                              flag="--normalize/--no-normalize")
     flip: bool | None = option(None, "Random horizontal flips (default: on, except for digit and character "
                                "sets).", panel=DATA, flag="--flip/--no-flip")
+    permute_pixels: int | None = option(None, "Shuffle the pixel positions of every image (train and test) by "
+                                        "one fixed permutation drawn with this seed, at the data's own "
+                                        "resolution before any resize.", panel=DATA, low=0, high=2 ** 31 - 1)
     crop_padding: int = option(0, "Random crops of the image padded by this many pixels (0: off).",
                                panel=DATA, low=0, high=1024)
     # -- optimisation

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data import load_dataset
+from cnnlab.data import load_dataset, permute_pixels
 from cnnlab.devices import Placement
 from cnnlab.errors import BadCheckpoint, CnnlabError, UnknownDataset, UsageError
 from cnnlab.models import create_model
@@ -76,6 +76,7 @@ def evaluate(run_or_checkpoint, data: str | None = None, *, checkpoint: str = "l
     channels, height, width = record.input_size
     dataset = load_dataset(data or record.data, data_dir or record.options.data_dir, image_size=height,
                            device=placement.device)
+    dataset = permute_pixels(dataset, record.options.permute_pixels)  # as the run was trained
     if (dataset.channels, dataset.num_classes) != (channels, record.num_classes):
         raise UnknownDataset(f"{dataset.name} ({dataset.channels} channel(s), {dataset.num_classes} classes) "
                              f"does not fit {record.model} trained on {record.data} "

@@ -110,7 +110,7 @@ def depth_finding(means: list[dict]) -> str:
     shallow, deep = depths[0], depths[-1]
     plain_gap = 100 * (error[deep, False] - error[shallow, False])
     residual_gap = 100 * (error[deep, True] - error[shallow, True])
-    verdict = ("the deeper plain net trains worse: the degradation of He et al." if plain_gap > 0
+    verdict = ("the deeper plain net trains worse (the degradation of He et al.)" if plain_gap > 0
                else "no degradation shows here")
     return (f"Final training error, plain {shallow} -> {deep} layers: {error[shallow, False]:.3f} -> "
             f"{error[deep, False]:.3f} ({plain_gap:+.1f} points); with shortcuts: {error[shallow, True]:.3f} -> "
@@ -167,6 +167,7 @@ def training_error_figure(results: list, folder: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from cnnlab.plots import run_colour
 
@@ -181,6 +182,7 @@ def training_error_figure(results: list, folder: Path) -> list[Path]:
             ax.plot(range(1, epochs + 1), mean, color=run_colour(position), linestyle="-" if shortcuts else "--",
                     label=f"{'resnet' if shortcuts else 'plain'}-{depth}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("training error")
     ax.set_title("plain (dashed) vs residual (solid)")
     ax.grid(alpha=0.3)
@@ -193,7 +195,7 @@ def training_error_figure(results: list, folder: Path) -> list[Path]:
 
 EXPERIMENTS = {e.name: e for e in [
     Experiment("permuted-pixels",
-               "A small CNN and an MLP of similar size (~2k and ~1.5k parameters, 8x8 input) trained with "
+               "A small CNN and an MLP of similar size (~6.2k and ~6.4k parameters, 8x8 input) trained with "
                "and without one fixed shuffle of the pixel positions: the CNN relies on neighbouring pixels, "
                "the MLP does not.",
                ("net", "permuted"), {}, permuted_variants, curves_figure, permuted_finding),
@@ -320,9 +322,9 @@ def train_or_continue(config: TrainConfig, progress: str) -> Run:
     if not name_taken(path):
         return cnnlab.train(config, progress=progress)
     run = Run.open(path)
-    if len(run.read_metric_rows()) >= run.read_record().options.epochs:
+    if len(run.read_metric_rows()) >= config.epochs:
         return run
-    return cnnlab.resume(run, progress=progress)
+    return cnnlab.resume(run, epochs=config.epochs, progress=progress)
 
 
 # -- the answer --------------------------------------------------------------------------------------

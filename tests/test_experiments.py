@@ -1,0 +1,122 @@
+"""cnnlab experiment: real short runs on the embedded digits, judged by what the papers and the
+course claim (the permutation hurts the CNN, not the MLP; deeper plain nets train worse)."""
+
+import csv
+import signal
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import cnnlab
+from cnnlab.cli import app
+from cnnlab.data import ImageDataset, permute_pixels
+from cnnlab.errors import TrainingInterrupted
+from cnnlab.experiments import resume_experiment, run_experiment
+from cnnlab.plots import run_colour
+from cnnlab.runs import Run
+
+runner = CliRunner()
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def permuted(tmp_path_factory):
+    runs_dir = tmp_path_factory.mktemp("runs")
+    result = cli("experiment", "permuted-pixels", "--epochs", 5, "--runs-dir", runs_dir)
+    assert result.exit_code == 0, result.output
+    return next(runs_dir.iterdir())
+
+
+def test_permuting_pixels_costs_the_cnn_and_not_the_mlp(permuted):
+    accuracy = {(row["net"], row["permuted"]): float(row["final_val_acc"])
+                for row in read_csv(permuted / "results.csv")}
+    assert accuracy["cnn", "False"] > 0.94 and accuracy["mlp", "False"] > 0.93  # both learn the digits
+    assert accuracy["cnn", "False"] - accuracy["cnn", "True"] > 0.02  # measured: 0.961 -> 0.922
+    assert abs(accuracy["mlp", "False"] - accuracy["mlp", "True"]) < 0.015  # an MLP cannot tell
+    report = (permuted / "report.md").read_text()
+    cost = 100 * (accuracy["cnn", "False"] - accuracy["cnn", "True"])
+    assert f"cost the CNN {cost:.1f} points" in report and "![curves](curves.png)" in report
+
+
+def test_eval_reproduces_the_accuracy_of_a_permuted_run(permuted):
+    run = Run(permuted / "cnn-permuted-seed0")
+    assert run.read_record().options.permute_pixels == 0
+    assert cnnlab.evaluate(run.path, write=False).top1 == run.read_metric_rows()[-1]["val_acc"]
+
+
+def test_one_permutation_moves_every_pixel_of_both_splits_alike():
+    positions = torch.arange(64, dtype=torch.uint8).view(1, 1, 8, 8)  # each pixel holds its own index
+    dataset = ImageDataset("grid", positions.repeat(3, 1, 1, 1), torch.zeros(3, dtype=torch.long),
+                           positions + 100, torch.zeros(1, dtype=torch.long), ["a"], False)
+    shuffled = permute_pixels(dataset, 7)
+    order = shuffled.train_images[0].flatten()
+    assert sorted(order.tolist()) == list(range(64)) and order.tolist() != list(range(64))
+    assert (shuffled.train_images.flatten(1) == order).all()
+    assert torch.equal(shuffled.test_images.flatten(), order + 100)  # the same shuffle for the test split
+    assert torch.equal(permute_pixels(dataset, 7).train_images, shuffled.train_images)  # fixed by the seed
+    assert not torch.equal(permute_pixels(dataset, 8).train_images, shuffled.train_images)
+    assert permute_pixels(dataset, None) is dataset
+
+
+def test_depth_interrupted_resumes_and_draws_the_training_error_curves(tmp_path, monkeypatch):
+    records = []
+    real_record = Run.record_epoch
+
+    def ctrl_c_in_the_second_run(run, row, state, improved):
+        real_record(run, row, state, improved)
+        records.append(run.name)
+        if len(records) == 3:  # after epoch 1 of the second run
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Run, "record_epoch", ctrl_c_in_the_second_run)
+    with pytest.raises(TrainingInterrupted, match=r"1 finished run\(s\) are kept in .* --resume"):
+        run_experiment("depth", epochs=2, runs_dir=tmp_path, progress="none",
+                       options=dict(resize=8, batch_size=128))  # 8x8: the digits' own side, quick
+    monkeypatch.undo()
+    folder = next(tmp_path.iterdir())
+    first = (folder / "plain20-seed0" / "last.pt").read_bytes()
+    cut = Run(folder / "resnet20-seed0").read_metric_rows()
+    assert len(cut) == 1 and not (folder / "results.csv").exists()
+
+    result = resume_experiment(folder, progress="none")
+    assert (folder / "plain20-seed0" / "last.pt").read_bytes() == first  # a finished run is kept
+    assert Run(folder / "resnet20-seed0").read_metric_rows()[0] == cut[0]  # the cut run continued
+    rows = read_csv(folder / "results.csv")
+    assert [(row["depth"], row["shortcuts"]) for row in rows] == [
+        ("20", "False"), ("20", "True"), ("56", "False"), ("56", "True")]
+    for row in result.rows:  # the train options reached every run
+        options = Run(row["path"]).read_record().options
+        assert (options.resize, options.batch_size, options.epochs) == (8, 128, 2)
+        assert row["final_train_error"] == pytest.approx(1 - Run(row["path"]).read_metric_rows()[-1]["train_acc"])
+    picture = matplotlib.image.imread(folder / "training_error.png")[..., :3]
+    for position in (0, 1):  # one colour per depth is drawn
+        colour = np.array(matplotlib.colors.to_rgb(run_colour(position)))
+        assert (np.abs(picture - colour).sum(axis=2) < 0.05).sum() > 50
+    assert "![training_error](training_error.png)" in (folder / "report.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["experiment", "no-such"], "unknown experiment 'no-such'"),
+    (["experiment", "permuted-pixels", "--permute-pixels", "3"], "--permute-pixels does not apply"),
+    (["experiment", "attention", "--depths", "20,56"], "--depths applies to the depth experiment"),
+    (["experiment", "depth", "--depths", "20,57"], "--depths takes 20, 32, 44, 56, 110"),
+    (["experiment", "depth", "--lr", "-1"], "--lr must be above 0"),
+    (["experiment", "--resume", "."], "is not an experiment folder"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = cli(*args, *(["--runs-dir", "out"] if "--resume" not in args else []))
+    assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1
+    assert message in result.output
+    assert list(tmp_path.iterdir()) == []

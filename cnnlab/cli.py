@@ -478,7 +478,8 @@ def build_experiment_command() -> None:
         ("seeds", Annotated[int, typer.Option(min=1, max=100, help="Repeat each run with N seeds; report "
                                               "mean ± spread.")], 1),
         ("depths", Annotated[Optional[str], typer.Option(
-            show_default=False, metavar="N,N,...", help="depth: the depths (20, 32, 44, 56, 110; default 20,56).")], None),
+            show_default=False, metavar="N,N,...",
+            help="depth: the depths (20, 32, 44, 56, 110; default 20,56).")], None),
         ("resume", Annotated[Optional[Path], typer.Option(
             show_default=False, metavar="DIR", help="Continue the interrupted experiment in DIR.")], None),
     ]

@@ -136,7 +136,8 @@ ATTENTION_MODELS = {"none": "resnet18", "se": "se_resnet18", "cbam": "cbam_resne
 
 
 def attention_variants(plan: Plan) -> list[Variant]:
-    return [Variant(model, dict(attention=attention), dict(model=model)) for attention, model in ATTENTION_MODELS.items()]
+    return [Variant(model, dict(attention=attention), dict(model=model))
+            for attention, model in ATTENTION_MODELS.items()]
 
 
 def attention_finding(means: list[dict]) -> str:
@@ -179,8 +180,8 @@ def training_error_figure(results: list, folder: Path) -> list[Path]:
                       for row in results if row["depth"] == depth and row["shortcuts"] == shortcuts]
             epochs = min(map(len, curves))
             mean = [sum(curve[i] for curve in curves) / len(curves) for i in range(epochs)]
-            ax.plot(range(1, epochs + 1), mean, color=run_colour(position), linestyle="-" if shortcuts else "--",
-                    label=f"{'resnet' if shortcuts else 'plain'}-{depth}")
+            ax.plot(range(1, epochs + 1), mean, marker=".", color=run_colour(position),
+                    linestyle="-" if shortcuts else "--", label=f"{'resnet' if shortcuts else 'plain'}-{depth}")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("training error")
@@ -337,6 +338,7 @@ SPREAD = ("best_val_acc", "final_val_acc", "final_train_loss", "final_train_erro
 def report(plan: Plan, folder: Path, runs: list[Run]) -> ExperimentResult:
     """results.csv, the figures and report.md from the finished runs."""
     from cnnlab.compare import compare_runs
+    from cnnlab.render import rows_as
 
     experiment = find_experiment(plan.experiment)
     table = compare_runs(runs, on_problem=lambda message: None).set_index("path")
@@ -348,13 +350,14 @@ def report(plan: Plan, folder: Path, runs: list[Run]) -> ExperimentResult:
         rows.append({"run": run.name, **variant.factors, "seed": config.seed,
                      "params": int(measured["params"]), "macs": int(measured["macs"]),
                      "best_val_acc": float(measured["best_val_acc"]), "final_val_acc": float(measured["final_val_acc"]),
-                     "final_train_loss": float(measured["final_train_loss"]), "final_train_error": 1 - last["train_acc"],
+                     "final_train_loss": float(measured["final_train_loss"]),
+                     "final_train_error": 1 - last["train_acc"],
                      "mean_epoch_seconds": float(last["epoch_seconds"] if measured.isna()["mean_epoch_seconds"]
                                                  else measured["mean_epoch_seconds"]),
                      "path": str(run.path)})
     means = mean_rows(rows, experiment.factors)
     finding = experiment.finding(means)
-    atomic_write_text(folder / RESULTS_FILE, csv_text([{k: v for k, v in row.items() if k != "path"} for row in rows]))
+    atomic_write_text(folder / RESULTS_FILE, rows_as([{k: v for k, v in row.items() if k != "path"} for row in rows], "csv"))
     figures = experiment.figures(rows, folder)
     atomic_write_text(folder / REPORT_FILE, report_text(plan, experiment, means, finding, figures))
     return ExperimentResult(folder, rows, means, finding, [folder / RESULTS_FILE, *figures, folder / REPORT_FILE])
@@ -376,12 +379,6 @@ def mean_rows(rows: list[dict], factors: tuple[str, ...]) -> list[dict]:
         mean["params"], mean["macs"] = int(mean["params"]), int(mean["macs"])
         means.append(mean)
     return means
-
-
-def csv_text(rows: list[dict]) -> str:
-    from cnnlab.render import rows_as
-
-    return rows_as(rows, "csv")
 
 
 def report_table(means: list[dict], factors: tuple[str, ...]) -> list[dict]:

@@ -4,10 +4,9 @@ course claim (the permutation hurts the CNN, not the MLP; deeper plain nets trai
 import csv
 import signal
 
-import matplotlib.image
-import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 import cnnlab
@@ -15,7 +14,6 @@ from cnnlab.cli import app
 from cnnlab.data import ImageDataset, permute_pixels
 from cnnlab.errors import TrainingInterrupted
 from cnnlab.experiments import resume_experiment, run_experiment
-from cnnlab.plots import run_colour
 from cnnlab.runs import Run
 
 runner = CliRunner()
@@ -69,7 +67,7 @@ def test_one_permutation_moves_every_pixel_of_both_splits_alike():
     assert permute_pixels(dataset, None) is dataset
 
 
-def test_depth_interrupted_resumes_and_draws_the_training_error_curves(tmp_path, monkeypatch):
+def test_an_interrupted_experiment_keeps_its_runs_and_resumes(tmp_path, monkeypatch):
     records = []
     real_record = Run.record_epoch
 
@@ -81,29 +79,43 @@ def test_depth_interrupted_resumes_and_draws_the_training_error_curves(tmp_path,
 
     monkeypatch.setattr(Run, "record_epoch", ctrl_c_in_the_second_run)
     with pytest.raises(TrainingInterrupted, match=r"1 finished run\(s\) are kept in .* --resume"):
-        run_experiment("depth", epochs=2, runs_dir=tmp_path, progress="none",
-                       options=dict(resize=8, batch_size=128))  # 8x8: the digits' own side, quick
+        run_experiment("permuted-pixels", epochs=2, runs_dir=tmp_path, progress="none",
+                       options=dict(batch_size=128, lr=0.005))
     monkeypatch.undo()
     folder = next(tmp_path.iterdir())
-    first = (folder / "plain20-seed0" / "last.pt").read_bytes()
-    cut = Run(folder / "resnet20-seed0").read_metric_rows()
+    first = (folder / "cnn-original-seed0" / "last.pt").read_bytes()
+    cut = Run(folder / "cnn-permuted-seed0").read_metric_rows()
     assert len(cut) == 1 and not (folder / "results.csv").exists()
 
     result = resume_experiment(folder, progress="none")
-    assert (folder / "plain20-seed0" / "last.pt").read_bytes() == first  # a finished run is kept
-    assert Run(folder / "resnet20-seed0").read_metric_rows()[0] == cut[0]  # the cut run continued
+    assert (folder / "cnn-original-seed0" / "last.pt").read_bytes() == first  # a finished run is kept
+    assert Run(folder / "cnn-permuted-seed0").read_metric_rows()[0] == cut[0]  # the cut run continued
     rows = read_csv(folder / "results.csv")
-    assert [(row["depth"], row["shortcuts"]) for row in rows] == [
-        ("20", "False"), ("20", "True"), ("56", "False"), ("56", "True")]
+    assert [(row["net"], row["permuted"]) for row in rows] == [
+        ("cnn", "False"), ("cnn", "True"), ("mlp", "False"), ("mlp", "True")]
     for row in result.rows:  # the train options reached every run
         options = Run(row["path"]).read_record().options
-        assert (options.resize, options.batch_size, options.epochs) == (8, 128, 2)
+        assert (options.batch_size, options.lr, options.epochs) == (128, 0.005, 2)
         assert row["final_train_error"] == pytest.approx(1 - Run(row["path"]).read_metric_rows()[-1]["train_acc"])
-    picture = matplotlib.image.imread(folder / "training_error.png")[..., :3]
-    for position in (0, 1):  # one colour per depth is drawn
-        colour = np.array(matplotlib.colors.to_rgb(run_colour(position)))
-        assert (np.abs(picture - colour).sum(axis=2) < 0.05).sum() > 50
-    assert "![training_error](training_error.png)" in (folder / "report.md").read_text()
+
+
+def test_depth_draws_the_training_error_curves_plain_dashed(tmp_path, monkeypatch):
+    saved = []
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig",
+                        lambda figure, *args, **kwargs: (saved.append(figure), real_savefig(figure, *args, **kwargs)))
+    result = run_experiment("depth", epochs=1, depths=[20, 32], runs_dir=tmp_path, progress="none",
+                            options=dict(resize=8, batch_size=256))  # 8x8: the digits' own side, quick
+    figure = saved[0]  # training_error.png, drawn first
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert sorted(lines) == ["plain-20", "plain-32", "resnet-20", "resnet-32"]
+    for row in result.rows:
+        line = lines[f"{'resnet' if row['shortcuts'] else 'plain'}-{row['depth']}"]
+        assert line.get_linestyle() == ("-" if row["shortcuts"] else "--")
+        errors = [1 - metrics["train_acc"] for metrics in Run(row["path"]).read_metric_rows()]
+        assert list(line.get_ydata()) == pytest.approx(errors)
+    report = (result.path / "report.md").read_text()
+    assert "![training_error](training_error.png)" in report and "Final training error, plain 20 -> 32" in report
 
 
 @pytest.mark.parametrize("args, message", [

@@ -451,19 +451,27 @@ def experiment(ctx: typer.Context, name: Optional[str] = None, **options):
     if listing:
         show(rows_as(describe_experiments(), output_format(None)))
         return
-    if resume_from is not None:
-        if name is not None or options:
-            raise UsageError("--resume continues an experiment with what it was asked; give nothing else")
-        result = resume_experiment(resume_from)
+    if "depths" in options:
+        options["depths"] = parse_depths(options["depths"])
+    settings = {key: options.pop(key) for key in ("data", "epochs", "seeds", "runs_dir", "depths") if key in options}
+    if resume_from is not None:  # the interrupted command, --resume DIR added
+        settings.pop("runs_dir", None)
+        result = resume_experiment(resume_from, name, options=options, **settings)
     elif name is None:
         raise UsageError("give the experiment to run (see 'cnnlab experiment --list'), or --resume DIR")
     else:
-        depths = options.pop("depths", None)
-        settings = {key: options.pop(key) for key in ("data", "epochs", "seeds", "runs_dir") if key in options}
-        result = run_experiment(name, depths=[int(d) for d in depths.split(",")] if depths else None,
-                                options=options, **settings)
+        result = run_experiment(name, options=options, **settings)
     typer.echo(result.finding)
     typer.echo(f"wrote {', '.join(str(path) for path in result.files)}", err=True)
+
+
+def parse_depths(text: str) -> list[int]:
+    from cnnlab.errors import UsageError
+
+    try:
+        return [int(depth) for depth in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--depths takes depths separated by commas, e.g. 20,56; not {text!r}") from None
 
 
 def build_experiment_command() -> None:

@@ -278,15 +278,27 @@ def run_experiment(name: str, *, data: str = "digits", epochs: int = 5, seeds: i
     return carry_out(plan, folder, progress)
 
 
-def resume_experiment(folder, *, progress: str = "auto") -> ExperimentResult:
+def resume_experiment(folder, name: str | None = None, *, progress: str = "auto", **asked) -> ExperimentResult:
     """Continue an interrupted experiment with what it was asked: finished runs are kept, the
-    run in progress is resumed, the others are trained."""
+    run in progress is resumed, the others are trained. ``name`` and ``asked`` (data, epochs,
+    seeds, depths, options), where given, must be what it was started with: the command that
+    was interrupted, with --resume DIR added, continues it."""
     folder = Path(folder)
     try:
         saved = json.loads((folder / PLAN_FILE).read_text(encoding="utf-8"))
         plan = make_plan(saved.pop("experiment"), **saved)
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
         raise UsageError(f"{str(folder)!r} is not an experiment folder (no readable {PLAN_FILE})") from None
+    if name is not None and name != plan.experiment:
+        raise UsageError(f"{folder} holds the {plan.experiment} experiment, not {name}")
+    started = {**{key: getattr(plan, key) for key in asked if key != "options"}, **plan.options}
+    given = {**{key: value for key, value in asked.items() if key != "options"}, **asked.get("options", {})}
+    if "depths" in given:
+        given["depths"] = sorted(set(given["depths"]))
+    changed = [key for key, value in given.items() if started.get(key) != value]
+    if changed:
+        raise UsageError(f"{flag_name(changed[0])} {given[changed[0]]} is not what {folder} was started with "
+                         f"({started.get(changed[0])}); --resume continues an experiment as it was asked")
     return carry_out(plan, folder, progress)
 
 

@@ -13,7 +13,7 @@ import cnnlab
 from cnnlab.cli import app
 from cnnlab.data import ImageDataset, permute_pixels
 from cnnlab.errors import TrainingInterrupted
-from cnnlab.experiments import resume_experiment, run_experiment
+from cnnlab.experiments import run_experiment
 from cnnlab.runs import Run
 
 runner = CliRunner()
@@ -87,16 +87,23 @@ def test_an_interrupted_experiment_keeps_its_runs_and_resumes(tmp_path, monkeypa
     cut = Run(folder / "cnn-permuted-seed0").read_metric_rows()
     assert len(cut) == 1 and not (folder / "results.csv").exists()
 
-    result = resume_experiment(folder, progress="none")
+    for other, message in ((["depth"], "holds the permuted-pixels experiment, not depth"),
+                           (["permuted-pixels", "--epochs", 3], "--epochs 3 is not what")):
+        refused = cli("experiment", *other, "--resume", folder)
+        assert refused.exit_code != 0 and message in refused.output
+    command = ["experiment", "permuted-pixels", "--epochs", 2, "--runs-dir", tmp_path, "--batch-size", 128,
+               "--lr", 0.005]
+    assert cli(*command, "--resume", folder).exit_code == 0  # the same command, --resume DIR added
     assert (folder / "cnn-original-seed0" / "last.pt").read_bytes() == first  # a finished run is kept
     assert Run(folder / "cnn-permuted-seed0").read_metric_rows()[0] == cut[0]  # the cut run continued
     rows = read_csv(folder / "results.csv")
     assert [(row["net"], row["permuted"]) for row in rows] == [
         ("cnn", "False"), ("cnn", "True"), ("mlp", "False"), ("mlp", "True")]
-    for row in result.rows:  # the train options reached every run
-        options = Run(row["path"]).read_record().options
+    for row in rows:  # the train options reached every run
+        run = Run(folder / row["run"])
+        options = run.read_record().options
         assert (options.batch_size, options.lr, options.epochs) == (128, 0.005, 2)
-        assert row["final_train_error"] == pytest.approx(1 - Run(row["path"]).read_metric_rows()[-1]["train_acc"])
+        assert float(row["final_train_error"]) == pytest.approx(1 - run.read_metric_rows()[-1]["train_acc"])
 
 
 def test_depth_draws_the_training_error_curves_plain_dashed(tmp_path, monkeypatch):
@@ -132,3 +139,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, args, m
     assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1
     assert message in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_list_describes_every_experiment():
+    result = cli("experiment", "--list")
+    assert result.exit_code == 0
+    for name in ("permuted-pixels", "depth", "one-by-one", "attention"):
+        assert name in result.output

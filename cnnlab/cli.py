@@ -444,5 +444,77 @@ def show(
     typer.echo(f"wrote {', '.join(map(str, written))}", err=True)
 
 
+# -- cnnlab experiment: the classic experiments (cnnlab/experiments.py); train options pass through --
+
+def experiment(ctx: typer.Context, name: Optional[str] = None, **options):
+    """Run a classic experiment end to end into <runs-dir>/<name>-<time>/: its runs, results.csv,
+    the figures and report.md with the finding. Any train option (e.g. --lr, --batch-size) reaches
+    every run. Ctrl-C keeps the finished runs; continue with --resume DIR."""
+    from cnnlab.errors import UsageError
+    from cnnlab.experiments import describe_experiments, resume_experiment, run_experiment
+    from cnnlab.render import output_format, rows_as, show
+
+    given = [p.name for p in ctx.command.params if ctx.get_parameter_source(p.name).name != "DEFAULT"]
+    options = {key: getattr(value, "value", value) for key, value in options.items() if key in given}
+    listing, resume_from = options.pop("list", False), options.pop("resume", None)
+    if listing:
+        show(rows_as(describe_experiments(), output_format(None)))
+        return
+    if "depths" in options:
+        options["depths"] = parse_depths(options["depths"])
+    settings = {key: options.pop(key) for key in ("data", "epochs", "seeds", "runs_dir", "depths") if key in options}
+    if resume_from is not None:  # the interrupted command, --resume DIR added
+        settings.pop("runs_dir", None)
+        result = resume_experiment(resume_from, name, options=options, **settings)
+    elif name is None:
+        raise UsageError("give the experiment to run (see 'cnnlab experiment --list'), or --resume DIR")
+    else:
+        result = run_experiment(name, options=options, **settings)
+    typer.echo(result.finding)
+    typer.echo(f"wrote {', '.join(str(path) for path in result.files)}", err=True)
+
+
+def parse_depths(text: str) -> list[int]:
+    from cnnlab.errors import UsageError
+
+    try:
+        return [int(depth) for depth in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--depths takes depths separated by commas, e.g. 20,56; not {text!r}") from None
+
+
+def build_experiment_command() -> None:
+    """Register ``experiment``: its own options, then every other TrainConfig field as in train."""
+    from cnnlab.config import option_fields
+
+    own = [
+        ("name", Annotated[Optional[str], typer.Argument(
+            show_default=False, metavar="NAME", help="permuted-pixels, depth, one-by-one or attention.")], None),
+        ("list", Annotated[bool, typer.Option("--list", help="Describe each experiment.")], False),
+        ("epochs", Annotated[int, typer.Option("--epochs", "-e", min=1, help="Epochs of every run.")], 5),
+        ("seeds", Annotated[int, typer.Option(min=1, max=100, help="Repeat each run with N seeds; report "
+                                              "mean ± spread.")], 1),
+        ("depths", Annotated[Optional[str], typer.Option(
+            show_default=False, metavar="N,N,...",
+            help="depth: the depths (20, 32, 44, 56, 110; default 20,56).")], None),
+        ("resume", Annotated[Optional[Path], typer.Option(
+            show_default=False, metavar="DIR", help="Continue the interrupted experiment in DIR.")], None),
+    ]
+    parameters = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        *[inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY if key != "name" else
+                            inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+          for key, annotation, default in own],
+        *[config_parameter(f) for f in option_fields() if f.name not in ("model", "epochs", "name")],
+    ]
+    command = reports_errors(experiment)
+    command.__signature__ = inspect.Signature(parameters)
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    app.command("experiment")(command)
+
+
+build_experiment_command()
+
+
 def main() -> None:
     app()

@@ -128,6 +128,9 @@ class TrainConfig:
                                     recipe=True)
     flip: bool | None = option(None, "Random horizontal flips (default: the recipe's, else on except for digit "
                                "and character sets).", panel=DATA, flag="--flip/--no-flip", recipe=True)
+    permute_pixels: int | None = option(None, "Shuffle the pixel positions of every image (train and test) by "
+                                        "one fixed permutation drawn with this seed, at the data's own "
+                                        "resolution before any resize.", panel=DATA, low=0, high=2 ** 31 - 1)
     crop_padding: int = option(0, "Random crops of the image padded by this many pixels (0: off).",
                                panel=DATA, low=0, high=1024)
     # -- optimisation
@@ -178,9 +181,12 @@ class TrainConfig:
         missing option or a value of the wrong type is one line naming it."""
         if not isinstance(saved, dict):
             raise UsageError(f"{source} does not hold a JSON object")
-        missing = [f.name for f in fields(cls) if f.name not in saved]
+        # an option added since the run was written takes its default where that means "none" or "decided
+        # elsewhere" (model_args, recipe, permute_pixels): such a run trained exactly as that default does
+        missing = [f.name for f in fields(cls) if f.name not in saved and (f.default is not None or f.metadata["recipe"])]
         if missing:
             raise UsageError(f"{source} has no {', '.join(missing)} (not written by this version of cnnlab)")
+        saved = {f.name: saved.get(f.name) for f in fields(cls)}
         hints = get_type_hints(cls)
         for f in fields(cls):
             if not _has_type(saved[f.name], hints[f.name]):

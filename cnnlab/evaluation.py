@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.data import BatchTransform, batches, load_dataset
+from cnnlab.data import BatchTransform, batches, load_dataset, permute_pixels
 from cnnlab.devices import Placement
 from cnnlab.errors import BadCheckpoint, CnnlabError, UnknownDataset, UsageError
 from cnnlab.models import create_model, model_options
@@ -73,6 +73,7 @@ class Trained:
         channels, height, _ = self.record.input_size
         dataset = load_dataset(data or self.record.data, data_dir or self.record.options.data_dir,
                                image_size=height, device=self.placement.device)
+        dataset = permute_pixels(dataset, self.record.options.permute_pixels)  # as the run was trained
         if (dataset.channels, dataset.num_classes) != (channels, self.record.num_classes):
             raise UnknownDataset(f"{dataset.name} ({dataset.channels} channel(s), {dataset.num_classes} classes) "
                                  f"does not fit {self.record.model} trained on {self.record.data} "

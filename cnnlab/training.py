@@ -40,7 +40,7 @@ from torch import nn
 import cnnlab
 from cnnlab import distributed, threads
 from cnnlab.config import TrainConfig
-from cnnlab.data import batches, default_data_dir, load_dataset
+from cnnlab.data import batches, default_data_dir, load_dataset, permute_pixels
 from cnnlab.devices import Placement
 from cnnlab.errors import (BadCheckpoint, InputSizeMismatch, InputTooSmall, PeerFailed, RunWriteFailed,
                            TrainingDiverged, TrainingInterrupted, first_line)
@@ -108,6 +108,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     config.resize = config.resize or spec.input_size[1]
     config.data_dir = str(Path(config.data_dir or default_data_dir()).expanduser())
     dataset = load_dataset(config.data, config.data_dir, image_size=config.resize, device=world.device)
+    dataset = permute_pixels(dataset, config.permute_pixels)  # before any resize, as eval does
     config.flip = dataset.flip_safe if config.flip is None else config.flip
     input_size = (dataset.channels, config.resize, config.resize)
     torch.manual_seed(config.seed)

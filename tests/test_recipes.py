@@ -4,14 +4,12 @@ recipe, every model's default recipe, GoogLeNet's auxiliary heads, and a few rea
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from cnnlab.cli import app
 from cnnlab.config import RECIPES, TrainConfig
 from cnnlab.evaluation import evaluate
 from cnnlab.models import default_recipe, list_models, model_spec
-from cnnlab.runs import Run
 from cnnlab.training import train
 
 runner = CliRunner()

@@ -291,3 +291,20 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
     batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
     channel = torch.arange(c, device=x.device).view(1, c, 1, 1)
     return padded[batch, channel, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+
+
+def permute_pixels(dataset: ImageDataset, seed: int | None) -> ImageDataset:
+    """``dataset`` with its pixel positions shuffled by one fixed permutation (drawn from a
+    generator seeded with ``seed``), the same for every image of both splits, at the images' own
+    resolution; ``seed`` None: unchanged. A fully connected net can learn any fixed shuffle; a
+    convolution's local windows then see unrelated pixels (the permuted-pixels experiment)."""
+    if seed is None:
+        return dataset
+    height, width = dataset.image_size
+    order = torch.randperm(height * width, generator=torch.Generator().manual_seed(seed))
+    order = order.to(dataset.train_images.device)
+
+    def shuffled(images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(2)[:, :, order].view_as(images)
+
+    return replace(dataset, train_images=shuffled(dataset.train_images), test_images=shuffled(dataset.test_images))

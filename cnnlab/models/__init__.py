@@ -1,7 +1,7 @@
 """The model zoo. Importing this package registers every family's builders."""
 
 from cnnlab.models import (  # noqa: F401  (each module registers its builders)
-    alexnet, densenet, googlenet, lenet, mlp, mnist_nets, nin, resnet, vgg, zfnet,
+    alexnet, densenet, googlenet, lenet, mlp, mnist_nets, nin, resnet, small_nets, vgg, zfnet,
 )
 from cnnlab.models.catalog import ModelInfo, describe_models, parameter_count
 from cnnlab.models.registry import (

@@ -192,3 +192,10 @@ def googlenet_tv(in_channels=3, num_classes=1000, **kwargs):
     """GoogLeNet as torchvision builds it: BatchNorm and a 3x3 where the paper has the 5x5."""
     return GoogLeNet(in_channels, num_classes, batch_norm=True, branch3_kernels=(3,), dropout=0.2,
                      torchvision_pools=True, **kwargs)
+
+
+@register_model(family="GoogLeNet", year=2014,
+                options={key: kind for key, kind in OPTIONS.items() if key != "branch3_kernels"})
+def googlenet_factorised(in_channels=3, num_classes=1000, **kwargs):
+    """GoogLeNet with each 5x5 of the third branch factorised into two 3x3 (Inception v2's idea)."""
+    return GoogLeNet(in_channels, num_classes, branch3_kernels=(3, 3), **kwargs)

@@ -225,10 +225,16 @@ def build_train_command() -> None:
         *[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
           for name, annotation, default in CLI_ONLY],
     ]
-    command = reports_errors(train)
+    register(train, parameters)
+
+
+def register(function, parameters: list[inspect.Parameter]) -> None:
+    """Register ``function(ctx, ..., **options)`` as a command whose options are ``parameters``
+    (built from TrainConfig's fields, so they are written once, in cnnlab/config.py)."""
+    command = reports_errors(function)
     command.__signature__ = inspect.Signature(parameters)
     command.__annotations__ = {p.name: p.annotation for p in parameters}
-    app.command("train")(command)
+    app.command(function.__name__)(command)
 
 
 def given_arguments(ctx: typer.Context, leave_out: tuple[str, ...] = ()) -> list[str]:
@@ -507,10 +513,7 @@ def build_experiment_command() -> None:
           for key, annotation, default in own],
         *[config_parameter(f) for f in option_fields() if f.name not in ("model", "epochs", "name")],
     ]
-    command = reports_errors(experiment)
-    command.__signature__ = inspect.Signature(parameters)
-    command.__annotations__ = {p.name: p.annotation for p in parameters}
-    app.command("experiment")(command)
+    register(experiment, parameters)
 
 
 build_experiment_command()

@@ -327,10 +327,6 @@ class Run:
             atomic_write_bytes(self.path / "best.pt", data)
         self.append_metrics(row)
 
-    def save_checkpoint(self, filename: str, state: dict) -> None:
-        """torch.save to a temporary file, then rename: a crash never leaves half a file."""
-        atomic_write_bytes(self.path / filename, checkpoint_bytes(state))
-
     def load_checkpoint(self, filename: str = "last.pt", map_location="cpu") -> dict:
         return load_checkpoint(self.path / filename, map_location)
 

@@ -439,8 +439,11 @@ def test_a_killed_process_stops_the_run_keeping_whole_epochs_and_resume_finishes
     finished = len(cut.read_metric_rows())
     assert 2 <= finished < EPOCHS and cut.load_checkpoint()["epoch"] == finished  # whole epochs only
     survivor, = [line for line in err.splitlines() if line.startswith("error: ")]  # then torchrun's report
-    assert survivor.startswith("error: training process 0 of 2 lost the others (")
-    assert survivor.endswith(f"; {finished} finished epoch(s) are kept in {cut.path} (continue with --resume {cut.path})")
+    # rank 0 notices the lost peer itself, or, on a busy machine, torchrun's SIGTERM to the survivors
+    # comes first (measured once with another training running): either way one line, epochs kept
+    assert survivor.startswith(("error: training process 0 of 2 lost the others (", "error: terminated; "))
+    assert f"; {finished} finished epoch(s) are kept in {cut.path} (continue with" in survivor
+    assert survivor.endswith(f"--resume {cut.path})")
 
     resumed = subprocess.run([*TORCHRUN, "train", "--resume", str(cut.path)], capture_output=True, text=True,
                              env=torchrun_env(), timeout=600)

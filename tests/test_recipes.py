@@ -97,6 +97,7 @@ def test_googlenet_trains_with_its_auxiliary_heads_and_evaluates_with_the_main_o
     ("lenet_relu", {}),                                             # small
     ("resnet20", {"resize": 32, "epochs": 4}),                      # batchnorm
     ("googlenet", {"resize": 32, "model_args": ["width=0.5"], "epochs": 5}),  # plain: no BatchNorm
+    ("nin", {"resize": 96, "model_args": ["width=0.5"], "epochs": 5}),        # plain, He init, 1x1 class maps
 ])
 def test_default_recipes_learn_the_digits(tmp_path, model, options):
     run = train(TrainConfig(model=model, runs_dir=str(tmp_path), **options), progress="none")

@@ -19,7 +19,7 @@ from cnnlab.errors import RunInconsistent, TrainingInterrupted, UsageError
 from cnnlab.models import create_model
 from cnnlab.progress import PlainLines
 from cnnlab.runs import METRICS_COLUMNS, Run
-from cnnlab.training import get_lr, init_xavier, resume, train
+from cnnlab.training import INITS, get_lr, init_xavier, resume, train
 from processes import start
 
 runner = CliRunner()
@@ -199,6 +199,27 @@ def test_xavier_init_is_d2ls_uniform_bound():
     init_xavier(linear)
     bound = math.sqrt(6 / (300 + 100))
     assert linear.weight.abs().max() <= bound and linear.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+
+
+def test_kaiming_init_keeps_a_deep_relu_stacks_signal_where_pytorchs_default_loses_it():
+    """He et al.'s result: with weight variance 2 / fan_in a ReLU layer keeps the mean square of
+    its input; PyTorch's default (1 / (3 fan_in)) divides it by 6 per layer, and what is left is
+    the biases', the same for every image."""
+    torch.manual_seed(0)
+    layers = [m for _ in range(16) for m in (torch.nn.Conv2d(256, 256, 1), torch.nn.ReLU())]  # 1x1: no borders
+    stack, x = torch.nn.Sequential(*layers), torch.randn(8, 256, 16, 16)
+    with torch.no_grad():
+        default = stack(x)
+        INITS["kaiming"](stack)
+        kaiming = stack(x)
+    # between images, the default passes on 6^-16 of the input's variance (3.5e-13)
+    assert default.var(dim=0).mean().item() < 6.0 ** -15
+    # He: the mean square stays 1 (1st layer: variance 2, halved by the ReLU), give or take a
+    # finite width's spread, and images still differ
+    assert 1 / 3 < kaiming.pow(2).mean().item() < 3 and kaiming.var(dim=0).mean().item() > 0.01
+    conv = layers[0]
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 256), rel=0.02)
+    assert not conv.bias.any()
 
 
 def test_d2l_settings_are_expressible(tmp_path):

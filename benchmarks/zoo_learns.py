@@ -7,7 +7,7 @@ accumulates there; otherwise the largest side in 32, 48, 64, 96 (at least what t
 accepts) under that budget; otherwise ``width=`` halved until it fits (down to 1/2; then the
 cheapest size at that width). Goal: every model >= 0.95.
 
-    python benchmarks/zoo_learns.py                      # the whole zoo (about an hour on 2 busy cores)
+    python benchmarks/zoo_learns.py                      # the whole zoo (about 100 minutes on 2 busy cores)
     python benchmarks/zoo_learns.py 'resnet*' 'vgg1?' --out zoo.csv
 """
 
@@ -67,12 +67,13 @@ def main() -> None:
           f"{'best val_acc':>12}", flush=True)
     for name in sorted({name for pattern in args.patterns for name in list_models(pattern)}, key=list_models().index):
         side, width, macs = practical_size(name, args.macs)
-        config = TrainConfig(model=name, resize=side, epochs=args.epochs, runs_dir=tempfile.mkdtemp(),
-                             model_args=[f"width={width}"] if width else None)
-        started = time.perf_counter()
-        run = train(config, progress="none")
-        seconds = time.perf_counter() - started
-        record, metrics = run.read_record(), run.read_metric_rows()
+        with tempfile.TemporaryDirectory() as runs_dir:  # a VGG's two checkpoints take a gigabyte or more
+            config = TrainConfig(model=name, resize=side, epochs=args.epochs, runs_dir=runs_dir,
+                                 model_args=[f"width={width}"] if width else None)
+            started = time.perf_counter()
+            run = train(config, progress="none")
+            seconds = time.perf_counter() - started
+            record, metrics = run.read_record(), run.read_metric_rows()
         row = dict(model=name, input=side, width=width or 1, macs=macs, recipe=record.options.recipe,
                    epochs=len(metrics), seconds=round(seconds, 1),
                    best_val_acc=max(r["val_acc"] for r in metrics))

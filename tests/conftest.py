@@ -1,5 +1,7 @@
 """Shared fixtures: one LeNet run trained with the default options on the embedded digits."""
 
+import signal
+
 import pytest
 
 
@@ -18,3 +20,13 @@ def data_dir_of_its_own(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CNNLAB_DATA_DIR", str(tmp_path_factory.mktemp("data")))
         yield
+
+
+@pytest.fixture
+def ctrl_c_reaches_python():
+    """For a test that delivers SIGINT to this process: Python's own Ctrl-C handler for its
+    duration. A script that runs ``pytest &`` starts it with SIGINT ignored, and training leaves an
+    ignored SIGINT ignored (as a background job expects), so the test would see no Ctrl-C."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -67,7 +67,7 @@ def test_one_permutation_moves_every_pixel_of_both_splits_alike():
     assert permute_pixels(dataset, None) is dataset
 
 
-def test_an_interrupted_experiment_keeps_its_runs_and_resumes(tmp_path, monkeypatch):
+def test_an_interrupted_experiment_keeps_its_runs_and_resumes(tmp_path, monkeypatch, ctrl_c_reaches_python):
     records = []
     real_record = Run.record_epoch
 

@@ -88,7 +88,7 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(whole_run, 
 
 
 def test_interruption_while_recording_an_epoch_then_resume_equals_an_uninterrupted_run(
-        whole_run, tmp_path, monkeypatch):
+        whole_run, tmp_path, monkeypatch, ctrl_c_reaches_python):
     saves = []
     real_record = Run.record_epoch
 

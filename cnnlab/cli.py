@@ -174,7 +174,7 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
     from cnnlab.errors import TrainingInterrupted, UsageError
 
     given = {p.name: (p.opts[0] if p.param_type_name == "option" else p.name.upper())
-             for p in ctx.command.params if ctx.get_parameter_source(p.name).name != "DEFAULT"}
+             for p in ctx.command.params if is_given(ctx, p.name)}
     options = {name: getattr(value, "value", value) for name, value in options.items()}
     gpu, gpus, resume_from = options.pop("gpu"), options.pop("gpus"), options.pop("resume")
     if gpu is not None:
@@ -237,12 +237,17 @@ def register(function, parameters: list[inspect.Parameter]) -> None:
     app.command(function.__name__)(command)
 
 
+def is_given(ctx: typer.Context, name: str) -> bool:
+    """Whether the command line set parameter ``name`` (rather than leaving it at its default)."""
+    return ctx.get_parameter_source(name).name != "DEFAULT"
+
+
 def given_arguments(ctx: typer.Context, leave_out: tuple[str, ...] = ()) -> list[str]:
     """Arguments that give ``ctx``'s command the values it was given (defaults left out), less
     ``leave_out``: how --gpus hands the command on to its processes."""
     args = []
     for param in ctx.command.params:
-        if param.name in leave_out or ctx.get_parameter_source(param.name).name == "DEFAULT":
+        if param.name in leave_out or not is_given(ctx, param.name):
             continue
         value = ctx.params[param.name]
         value = getattr(value, "value", value)  # a choice's Enum member
@@ -460,8 +465,7 @@ def experiment(ctx: typer.Context, name: Optional[str] = None, **options):
     from cnnlab.experiments import describe_experiments, resume_experiment, run_experiment
     from cnnlab.render import output_format, rows_as, show
 
-    given = [p.name for p in ctx.command.params if ctx.get_parameter_source(p.name).name != "DEFAULT"]
-    options = {key: getattr(value, "value", value) for key, value in options.items() if key in given}
+    options = {key: getattr(value, "value", value) for key, value in options.items() if is_given(ctx, key)}
     listing, resume_from = options.pop("list", False), options.pop("resume", None)
     if listing:
         show(rows_as(describe_experiments(), output_format(None)))

@@ -57,7 +57,7 @@ class Experiment:
     factors: tuple[str, ...]  # the columns that say what each run varied
     defaults: dict  # train options the experiment sets unless the user gives them
     variants: Callable[["Plan"], list[Variant]]
-    figures: Callable[[list, Path], list[Path]]  # (runs with their results, folder) -> files written
+    figures: Callable[[list, object, Path], list[Path]]  # (results rows, compare_runs table, folder) -> files
     finding: Callable[[list[dict]], str]  # mean rows -> one or two sentences with the numbers
 
 
@@ -147,21 +147,19 @@ def attention_finding(means: list[dict]) -> str:
     return f"Best test accuracy on ResNet-18: none {base['best_val_acc']:.3f}; " + ", ".join(parts) + "."
 
 
-def curves_figure(results: list, folder: Path) -> list[Path]:
+def curves_figure(results: list, table, folder: Path) -> list[Path]:
     """Every run's training and test curves (the public plot_runs)."""
     return [cnnlab.plot_runs([row["path"] for row in results], folder / "curves.png", lr=False,
                              title=folder.name, on_problem=lambda message: None)]
 
 
-def efficiency_figure(results: list, folder: Path) -> list[Path]:
-    from cnnlab.compare import compare_runs
+def efficiency_figure(results: list, table, folder: Path) -> list[Path]:
     from cnnlab.plots import plot_efficiency
 
-    table = compare_runs([row["path"] for row in results], on_problem=lambda message: None)
-    return [*curves_figure(results, folder), plot_efficiency(table, folder / "efficiency.png")]
+    return [*curves_figure(results, table, folder), plot_efficiency(table, folder / "efficiency.png")]
 
 
-def training_error_figure(results: list, folder: Path) -> list[Path]:
+def training_error_figure(results: list, table, folder: Path) -> list[Path]:
     """He et al. Fig. 1/6: training error over epochs, plain nets dashed, residual nets solid,
     one colour per depth (the mean over seeds)."""
     import matplotlib
@@ -191,7 +189,7 @@ def training_error_figure(results: list, folder: Path) -> list[Path]:
     out = folder / "training_error.png"
     figure.savefig(out, dpi=120)
     plt.close(figure)
-    return [out, *curves_figure(results, folder)]
+    return [out, *curves_figure(results, table, folder)]
 
 
 EXPERIMENTS = {e.name: e for e in [
@@ -353,11 +351,12 @@ def report(plan: Plan, folder: Path, runs: list[Run]) -> ExperimentResult:
     from cnnlab.render import rows_as
 
     experiment = find_experiment(plan.experiment)
-    table = compare_runs(runs, on_problem=lambda message: None).set_index("path")
+    table = compare_runs(runs, on_problem=lambda message: None)
+    by_path = table.set_index("path")
     variants = [variant for variant in experiment.variants(plan) for _ in range(plan.seeds)]
     rows = []
     for run, variant, config in zip(runs, variants, configs(plan, folder)):
-        measured = table.loc[str(run.path)]
+        measured = by_path.loc[str(run.path)]
         last = run.read_metric_rows()[-1]
         rows.append({"run": run.name, **variant.factors, "seed": config.seed,
                      "params": int(measured["params"]), "macs": int(measured["macs"]),
@@ -370,7 +369,7 @@ def report(plan: Plan, folder: Path, runs: list[Run]) -> ExperimentResult:
     means = mean_rows(rows, experiment.factors)
     finding = experiment.finding(means)
     atomic_write_text(folder / RESULTS_FILE, rows_as([{k: v for k, v in row.items() if k != "path"} for row in rows], "csv"))
-    figures = experiment.figures(rows, folder)
+    figures = experiment.figures(rows, table, folder)
     atomic_write_text(folder / REPORT_FILE, report_text(plan, experiment, means, finding, figures))
     return ExperimentResult(folder, rows, means, finding, [folder / RESULTS_FILE, *figures, folder / REPORT_FILE])
 

@@ -99,8 +99,9 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     # 3) the recipe, device, data, model, optimiser: everything that can fail, before anything is written
     spec = model_spec(config.model)
     given, config = config, config.with_recipe(spec.family, default_recipe(config.model))  # explicit options win
-    from_recipe = {name: getattr(config, name) for name in config.recipe_values(spec.family)
-                   if getattr(given, name) is None}
+    recipe = config.recipe_values(spec.family)
+    from_recipe = {name: getattr(config, name) for name in recipe
+                   if name != "min_steps" and getattr(given, name) is None}
     model_kwargs = model_options(config.model, config.model_args or [])
     world.local_batch(config.batch_size)  # --batch-size is global: it must split evenly
     placement = Placement.choose(world.device, config.amp, config.channels_last)
@@ -126,6 +127,9 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     scaler = torch.amp.GradScaler(world.device.type, enabled=placement.amp == "fp16")
     # full batches only (reshuffled every epoch): a last batch of one image breaks batch norm
     steps_per_epoch = max(1, len(dataset.train_labels) // config.batch_size)
+    if "epochs" in from_recipe and config.epochs * steps_per_epoch < recipe.get("min_steps", 0):  # see Recipe
+        config.epochs = from_recipe["epochs"] = math.ceil(recipe["min_steps"] / steps_per_epoch)
+        from_recipe["min_steps"] = recipe["min_steps"]
 
     # 4) the run directory: a new one (locked), or the resumed one at its last.pt
     #    (under torchrun only rank 0 writes it; the other processes learn its path)
@@ -483,7 +487,10 @@ def git_commit() -> str | None:
 
 def describe_recipe(config: TrainConfig, from_recipe: dict) -> str:
     """The start line's second line: the recipe and every value it set."""
-    values = ", ".join(f"{name} {value}" for name, value in from_recipe.items())
+    notes = {"epochs": f" (raised to reach the recipe's {from_recipe['min_steps']} optimiser steps on this small "
+                       f"data set)"} if "min_steps" in from_recipe else {}
+    values = ", ".join(f"{name} {value}{notes.get(name, '')}" for name, value in from_recipe.items()
+                       if name != "min_steps")
     return f"recipe {config.recipe}: {values or 'every option it sets was given explicitly'}"
 
 

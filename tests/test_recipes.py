@@ -2,6 +2,7 @@
 recipe, every model's default recipe, GoogLeNet's auxiliary heads, and a few real trainings."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
@@ -48,6 +49,23 @@ def test_explicit_options_override_the_recipe_and_the_record_names_both(tmp_path
     set_by_recipe = dict(item.split(" ") for item in recipe_line.removeprefix("recipe d2l: ").split(", "))
     assert set_by_recipe["batch_size"] == "256" and set_by_recipe["optimizer"] == "sgd"
     assert "lr" not in set_by_recipe and "epochs" not in set_by_recipe  # given, so not the recipe's
+
+
+def test_a_recipes_min_steps_raises_its_epochs_on_a_small_data_set_but_not_given_epochs(tmp_path, monkeypatch):
+    small = RECIPES["small"]
+    monkeypatch.setitem(RECIPES, "small", replace(small, by_model={"small_mlp": dict(epochs=2, min_steps=100)}))
+    # 1,438 training digits in full batches of 64: 22 steps an epoch, so 100 steps take 5 epochs
+    result = runner.invoke(app, ["train", "small_mlp", "--runs-dir", str(tmp_path), "--name", "raised"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "raised" / "config.json").read_text())
+    assert (saved["epochs"], saved["set_by_recipe"]["epochs"], saved["set_by_recipe"]["min_steps"]) == (5, 5, 100)
+    assert len((tmp_path / "raised" / "metrics.csv").read_text().splitlines()) == 1 + 5
+    assert "epochs 5 (raised to reach the recipe's 100 optimiser steps" in result.stdout.splitlines()[1]
+    result = runner.invoke(app, ["train", "small_mlp", "--epochs", "2", "--runs-dir", str(tmp_path), "--name", "given"])
+    saved = json.loads((tmp_path / "given" / "config.json").read_text())
+    assert saved["epochs"] == 2 and "min_steps" not in saved["set_by_recipe"]
+    recipes = runner.invoke(app, ["models", "--recipes", "--format", "csv"]).stdout.splitlines()
+    assert "small,small_mlp,epochs=2 min_steps=100," in recipes
 
 
 def test_every_model_has_a_default_recipe_by_its_batch_norm():

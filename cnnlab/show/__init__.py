@@ -133,7 +133,7 @@ def chosen_images(subject: Subject, image, count: int = 1) -> tuple[torch.Tensor
         if indices[-1] >= total:
             raise UsageError(f"--image {image} is out of range: the test split has {total} images (0-{total - 1})")
         return subject.test_images[indices], indices
-    decoded = torch.from_numpy(decode_image(str(image), subject.input_size[1]))[None]  # DataMissing if not an image
+    decoded = torch.tensor(decode_image(str(image), subject.input_size[1]))[None]  # DataMissing if not an image
     if subject.input_size[0] == 1:
         decoded = decoded.float().mean(1, keepdim=True).round().to(torch.uint8)
     return decoded, [None]

@@ -7,7 +7,7 @@ accumulates there; otherwise the largest side in 32, 48, 64, 96 (at least what t
 accepts) under that budget; otherwise ``width=`` halved until it fits (down to 1/2, and never for
 the models in FULL_WIDTH; then the cheapest size at that width). Goal: every model >= 0.95.
 
-    python benchmarks/zoo_learns.py                      # the whole zoo (about 100 minutes on 2 busy cores)
+    python benchmarks/zoo_learns.py                      # the whole zoo (about two hours of one busy core)
     python benchmarks/zoo_learns.py 'resnet*' 'vgg1?' --out zoo.csv
 """
 

@@ -150,8 +150,9 @@ class TrainConfig:
     crop_padding: int = option(0, "Random crops of the image padded by this many pixels (0: off).",
                                panel=DATA, low=0, high=1024)
     # -- optimisation
-    epochs: int | None = option(None, "Epochs to train (with --resume: the new total, at least the epochs "
-                                "finished).", panel=OPTIMISATION, short="-e", low=1, high=1_000_000, resumable=True,
+    epochs: int | None = option(None, "Epochs to train (default: the recipe's, more on a data set too small to "
+                                "give its minimum of optimiser steps; with --resume: the new total, at least "
+                                "the epochs finished).", panel=OPTIMISATION, short="-e", low=1, high=1_000_000, resumable=True,
                                 recipe=True)
     batch_size: int | None = option(None, "Images per optimiser step (under torchrun: the global batch).",
                                     panel=OPTIMISATION, short="-b", low=1, high=1 << 20, recipe=True)

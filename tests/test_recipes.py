@@ -2,7 +2,7 @@
 recipe, every model's default recipe, GoogLeNet's auxiliary heads, and a few real trainings."""
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 from typer.testing import CliRunner
@@ -66,6 +66,15 @@ def test_a_recipes_min_steps_raises_its_epochs_on_a_small_data_set_but_not_given
     assert saved["epochs"] == 2 and "min_steps" not in saved["set_by_recipe"]
     recipes = runner.invoke(app, ["models", "--recipes", "--format", "csv"]).stdout.splitlines()
     assert "small,small_mlp,epochs=2 min_steps=100," in recipes
+
+
+def test_every_recipe_setting_names_an_option_a_family_or_a_model_that_exists():
+    options = {f.name for f in fields(TrainConfig) if f.metadata["recipe"]} | {"min_steps"}
+    families = {model_spec(name).family for name in list_models()}
+    for name, recipe in RECIPES.items():
+        assert set(recipe.by_family) <= families and set(recipe.by_model) <= set(list_models()), name
+        for settings in (recipe.values, *recipe.by_family.values(), *recipe.by_model.values()):
+            assert set(settings) <= options, (name, set(settings) - options)
 
 
 def test_every_model_has_a_default_recipe_by_its_batch_norm():

@@ -25,7 +25,8 @@ from cnnlab.training import train
 SIDES = (32, 48, 64, 96)
 MIN_WIDTH = 0.5  # at 1/4 the deep nets have 4-channel stages and stop learning (measured: resnet152 0.33)
 # never narrowed: at width 1/2 and 32 px resnet152 fits the training digits (0.97-0.99) but reaches only
-# 0.92 / 0.88 (seeds 0 / 1), 0.93 at lr 4e-3 or in 20 epochs, 0.95 at 48 px; at full width 0.97
+# 0.92 / 0.88 (seeds 0 / 1), 0.80 at lr 1e-3, 0.93 at lr 4e-3 or in 20 epochs, 0.95 at 48 px; at full
+# width 0.96-0.97 (three runs)
 FULL_WIDTH = {"resnet152"}
 
 

@@ -152,8 +152,8 @@ class TrainConfig:
     # -- optimisation
     epochs: int | None = option(None, "Epochs to train (default: the recipe's, more on a data set too small to "
                                 "give its minimum of optimiser steps; with --resume: the new total, at least "
-                                "the epochs finished).", panel=OPTIMISATION, short="-e", low=1, high=1_000_000, resumable=True,
-                                recipe=True)
+                                "the epochs finished).", panel=OPTIMISATION, short="-e", low=1, high=1_000_000,
+                                resumable=True, recipe=True)
     batch_size: int | None = option(None, "Images per optimiser step (under torchrun: the global batch).",
                                     panel=OPTIMISATION, short="-b", low=1, high=1 << 20, recipe=True)
     optimizer: str | None = option(None, "Optimiser.", panel=OPTIMISATION, choices=("sgd", "adam", "adamw"),

@@ -7,7 +7,9 @@ waiting threads spin (OpenMP's default) on cores the other process needs: LeNet 
 cores trained at 0.76x the speed of d2l's one-thread-per-worker pipeline. So before each CPU
 epoch, ``fit_to_load`` sets torch's thread count to the cores the other processes left free
 during the previous epoch (measured from /proc/stat: the machine's busy time minus this
-process's own), never fewer than one; a thread count fixed with ``OMP_NUM_THREADS`` is kept.
+process's own; before a training's first epoch, during a short look), never fewer than one; a
+thread count fixed with ``OMP_NUM_THREADS`` is kept. Another count rounds differently (the
+sums are split otherwise), so two runs agree bit for bit only at the same count.
 """
 
 from __future__ import annotations

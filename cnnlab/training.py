@@ -167,6 +167,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
         if slow:
             reporter.start(slow)
     stop = StopSignals()
+    threads.forget()  # the first epoch looks at the load afresh: what ran since an earlier training is not it
     try:
         with stop.installed():
             for epoch in range(len(history) + 1, config.epochs + 1):

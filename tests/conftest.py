@@ -22,6 +22,20 @@ def data_dir_of_its_own(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_count():
+    """Training fits torch's CPU threads to the machine's load before every epoch (cnnlab.threads),
+    and another thread count rounds differently: the tests that compare two runs bit for bit would
+    pass or fail with whatever else the machine runs. So the suite keeps one count, in this process
+    and in every child (``OMP_NUM_THREADS``, which training keeps); tests/test_threads.py, which
+    tests the policy itself, lifts it."""
+    import torch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+        yield
+
+
 @pytest.fixture
 def ctrl_c_reaches_python():
     """For a test that delivers SIGINT to this process: Python's own Ctrl-C handler for its

@@ -1,5 +1,7 @@
 """The CPU thread policy: as many threads as the cores other processes leave free."""
 
+import time
+
 import pytest
 import torch
 
@@ -52,3 +54,24 @@ def test_a_fixed_thread_count_and_other_devices_are_left_alone(monkeypatch, torc
     assert threads.fit_to_load("cpu") == 2
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert threads.fit_to_load("cuda") == 2 and torch.get_num_threads() == 2
+
+
+def test_a_trainings_first_epoch_looks_afresh_not_at_what_ran_since_an_earlier_training(
+        monkeypatch, torch_threads_restored, tmp_path):
+    from cnnlab.config import TrainConfig
+    from cnnlab.training import train
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+
+    def idle_machine():  # (wall, machine busy, own CPU): nobody but this process at work
+        own = time.process_time()
+        return time.monotonic(), own, own
+
+    monkeypatch.setattr(threads, "snapshot", idle_machine)
+    wall, busy, own = idle_machine()
+    # an earlier training's last epoch ended 10 s ago, and another process kept a core busy since
+    threads._previous = (wall - 10.0, busy - 10.0, own)
+    torch.set_num_threads(1)  # as that earlier training left it
+    train(TrainConfig(model="mlp", epochs=1, runs_dir=str(tmp_path)), progress="none")
+    assert torch.get_num_threads() == 2  # the epoch ran on both (idle) cores

@@ -163,7 +163,8 @@ def cnnlab_side(variant: str, args, base_model, dataset, device) -> CnnlabSide:
     placement = Placement.choose(device, config.amp, config.channels_last)  # as `cnnlab train` does
     model = placement.place(copy.deepcopy(base_model))
     mean, std = dataset.channel_stats()
-    transform = placement.transform((args.size, args.size), mean, std, crop_padding=0, flip=False)
+    transform = BatchTransform((args.size, args.size), mean, std, device=placement.device,
+                               memory_format=placement.memory_format)
     name = f"{variant} ({placement.amp}{', channels-last' if placement.channels_last else ''})"
     return CnnlabSide(name, torch.compile(model) if config.compile else model, make_optimizer(config, model),
                       torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),

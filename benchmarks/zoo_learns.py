@@ -77,7 +77,7 @@ def main() -> None:
             started = time.perf_counter()
             run = train(config, progress="none")
             seconds = time.perf_counter() - started
-            record, metrics = run.read_record(), run.read_metric_rows()
+            record, metrics = run.read_record(), run.metrics.rows()
         row = dict(model=name, input=side, width=width or 1, macs=macs, recipe=record.options.recipe,
                    epochs=len(metrics), seconds=round(seconds, 1),
                    best_val_acc=max(r["val_acc"] for r in metrics))

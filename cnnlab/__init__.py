@@ -31,6 +31,7 @@ _API = {
     "load_dataset": "cnnlab.data",
     "Run": "cnnlab.runs",
     "RunRecord": "cnnlab.runs",
+    "Checkpoint": "cnnlab.runs",
     "list_runs": "cnnlab.runs",
     "compare_runs": "cnnlab.compare",
     "plot_runs": "cnnlab.plots",

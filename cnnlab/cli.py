@@ -39,7 +39,10 @@ def reports_errors(command):
             if os.environ.get(DEBUG_ENV):
                 raise
             code = error.exit_code if isinstance(error, CnnlabError) else 1
-            typer.echo(f"error: {error}", err=True)
+            try:
+                typer.echo(f"error: {error}", err=True)
+            except OSError:  # stderr is gone too (a closed terminal): the exit code says it
+                pass
             raise typer.Exit(code) from None
 
     return wrapper
@@ -63,7 +66,18 @@ DataDirOption = Annotated[Optional[Path], typer.Option(
     show_default=False, help="Where downloads go (default: $CNNLAB_DATA_DIR or ~/.cache/cnnlab).")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 GpuOption = Annotated[Optional[int], typer.Option(
-    show_default=False, help="Use CUDA GPU N (the same as --device cuda:N).")]
+    rich_help_panel=DEVICE_PANEL, show_default=False, help="Use CUDA GPU N (the same as --device cuda:N).")]
+
+
+def chosen_device(device: str, gpu: Optional[int], device_given: bool) -> str:
+    """--device, or --gpu N as cuda:N; the two together are refused."""
+    if gpu is None:
+        return device
+    if device_given:
+        from cnnlab.errors import UsageError
+
+        raise UsageError("give --gpu or --device, not both")
+    return f"cuda:{gpu}"
 
 
 @app.command()
@@ -131,26 +145,33 @@ class CheckpointChoice(str, Enum):
 
 # -- cnnlab train: its options are TrainConfig's fields (cnnlab/config.py), written there once ----
 
-def config_parameter(field) -> inspect.Parameter:
-    """The command-line option of one TrainConfig field."""
-    from cnnlab.config import flag_name
+def config_parameter(field, hint) -> inspect.Parameter:
+    """The command-line option of one TrainConfig field, whose resolved annotation is ``hint``
+    (a Literal of names becomes a choice: an Enum, which is how Typer takes choices)."""
+    from cnnlab.config import base_type, choices, flag_name
 
-    meta, hint = field.metadata, field.type
-    optional = "None" in hint
-    python_type = {"int": int, "float": float, "bool": bool, "str": str, "list[str]": list[str]}[hint.split(" ")[0]]
-    if meta["choices"]:
-        python_type = Enum(f"{field.name.title()}Choice", {c: c for c in meta["choices"]}, type=str)
-    names = [meta["flag"] or flag_name(field.name), *([meta["short"]] if meta["short"] else [])]
+    meta, names = field.metadata, choices(hint)
+    python_type = Enum(f"{field.name.title()}Choice", {c: c for c in names}, type=str) if names else base_type(hint)
+    flags = [meta["flag"] or flag_name(field.name), *([meta["short"]] if meta["short"] else [])]
     help = meta["help"] + (" [default: the recipe's]" if meta["recipe"] and "recipe" not in meta["help"] else "")
-    info = typer.Option(*names, help=help, rich_help_panel=meta["panel"], show_default=field.default is not None)
-    annotation = Annotated[Optional[python_type] if optional else python_type, info]
-    default = python_type(field.default) if meta["choices"] and field.default is not None else field.default
+    info = typer.Option(*flags, help=help, rich_help_panel=meta["panel"], show_default=field.default is not None)
+    annotation = Annotated[Optional[python_type] if base_type(hint) is not hint else python_type, info]
+    default = python_type(field.default) if names and field.default is not None else field.default
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
+def config_parameters(leave_out: tuple[str, ...]) -> list[inspect.Parameter]:
+    """The command-line options of TrainConfig's fields, less ``leave_out``."""
+    from typing import get_type_hints
+
+    from cnnlab.config import TrainConfig, option_fields
+
+    hints = get_type_hints(TrainConfig)
+    return [config_parameter(f, hints[f.name]) for f in option_fields() if f.name not in leave_out]
+
+
 CLI_ONLY = [  # options of the command line that are not training options
-    ("gpu", Annotated[Optional[int], typer.Option(
-        rich_help_panel=DEVICE_PANEL, show_default=False, help="Use CUDA GPU N (the same as --device cuda:N).")], None),
+    ("gpu", GpuOption, None),
     ("gpus", Annotated[Optional[str], typer.Option(
         rich_help_panel=DEVICE_PANEL, show_default=False, metavar="N,N,...",
         help="Train on these GPUs of this machine at once, one process each (DistributedDataParallel, "
@@ -178,9 +199,7 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
     options = {name: getattr(value, "value", value) for name, value in options.items()}
     gpu, gpus, resume_from = options.pop("gpu"), options.pop("gpus"), options.pop("resume")
     if gpu is not None:
-        if "device" in given:
-            raise UsageError("give --gpu or --device, not both")
-        options["device"], given["device"] = f"cuda:{gpu}", "--gpu"
+        options["device"], given["device"] = chosen_device(options["device"], gpu, "device" in given), "--gpu"
     if gpus is not None and ("device" in given):
         raise UsageError("--gpus chooses the GPUs; leave out --device and --gpu")
     if resume_from is not None:
@@ -214,14 +233,12 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
 
 def build_train_command() -> None:
     """Register ``train`` with one option per TrainConfig field plus CLI_ONLY."""
-    from cnnlab.config import option_fields
-
     parameters = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                           annotation=Annotated[Optional[str], typer.Argument(
                               show_default=False, metavar="MODEL", help="Model name (see 'cnnlab models') or torchvision:<name>.")]),
-        *[config_parameter(f) for f in option_fields() if f.name != "model"],
+        *config_parameters(leave_out=("model",)),
         *[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
           for name, annotation, default in CLI_ONLY],
     ]
@@ -283,12 +300,8 @@ def evaluate(
 
     from cnnlab.render import console, rows_as
 
-    if gpu is not None and device != "auto":
-        from cnnlab.errors import UsageError
-
-        raise UsageError("give --gpu or --device, not both")
     result = evaluate_run(run, data, checkpoint=checkpoint.value, data_dir=data_dir,
-                          device=device if gpu is None else f"cuda:{gpu}", plot=plot)
+                          device=chosen_device(device, gpu, device != "auto"), plot=plot)
     screen = console()
     screen.print(f"{result.checkpoint} (epoch {result.epoch}) on the {result.data} test split, "
                  f"{result.images} images")
@@ -495,8 +508,6 @@ def parse_depths(text: str) -> list[int]:
 
 def build_experiment_command() -> None:
     """Register ``experiment``: its own options, then every other TrainConfig field as in train."""
-    from cnnlab.config import option_fields
-
     own = [
         ("name", Annotated[Optional[str], typer.Argument(
             show_default=False, metavar="NAME", help="permuted-pixels, depth, one-by-one or attention.")], None),
@@ -515,7 +526,7 @@ def build_experiment_command() -> None:
         *[inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY if key != "name" else
                             inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
           for key, annotation, default in own],
-        *[config_parameter(f) for f in option_fields() if f.name not in ("model", "epochs", "name")],
+        *config_parameters(leave_out=("model", "epochs", "name")),
     ]
     register(experiment, parameters)
 

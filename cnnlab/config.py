@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from cnnlab.errors import UsageError
 
@@ -26,17 +26,18 @@ DEFAULT_RUNS_DIR = "runs"
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one path component, never "..", never hidden
 
 
-def option(default, help: str, *, panel: str, short: str | None = None, choices: tuple = (),
+def option(default, help: str, *, panel: str, short: str | None = None,
            low: float | None = None, high: float | None = None, open_low: bool = False,
            resumable: bool = False, flag: str | None = None, recipe: bool = False, multiple: bool = False):
-    """A TrainConfig field and how the command line shows it.
+    """A TrainConfig field and how the command line shows it (its type, a ``Literal`` for a
+    choice among names, is the field's annotation).
 
     ``low``/``high`` bound numbers (``open_low``: the bound itself is refused); ``flag`` is the
     on/off pair of a boolean (``--flip/--no-flip``); ``resumable`` options may change on resume;
     ``recipe`` options default to None, "the recipe's value" (see Recipe); ``multiple`` options
     are lists, one value per use of the flag.
     """
-    return field(default=default, metadata=dict(help=help, panel=panel, short=short, choices=choices,
+    return field(default=default, metadata=dict(help=help, panel=panel, short=short,
                                                 low=low, high=high, open_low=open_low, resumable=resumable,
                                                 flag=flag, recipe=recipe, multiple=multiple))
 
@@ -101,6 +102,7 @@ RECIPES = {
             "DenseNet": dict(lr=0.1, batch_size=256, resize=96),
         }),
 }
+RecipeName = Literal["small", "batchnorm", "plain", "d2l"]  # RECIPES' names (a test keeps the two in step)
 DEFAULTS_OUTSIDE_RECIPES = dict(flip=None, resize=None)  # None here: decided by the data and the model
 
 
@@ -129,9 +131,9 @@ class TrainConfig:
     model_args: list[str] | None = option(None, "A model option KEY=VALUE, e.g. width=0.25 or aux_logits=true "
                                           "(repeat for several; 'cnnlab models NAME --format json' lists them).",
                                           panel=DATA, flag="--model-arg", multiple=True)
-    recipe: str | None = option(None, "Training recipe: its optimiser, schedule, batch, epochs ... (default: the "
-                                "model's; see 'cnnlab models --recipes'). Explicit options override it.",
-                                panel=OPTIMISATION, choices=tuple(RECIPES))
+    recipe: RecipeName | None = option(None, "Training recipe: its optimiser, schedule, batch, epochs ... (default: "
+                                       "the model's; see 'cnnlab models --recipes'). Explicit options override it.",
+                                       panel=OPTIMISATION)
     data: str = option("digits", "digits (embedded, no download), mnist, fashion-mnist, kmnist, cifar10, "
                        "cifar100, svhn, or an ImageFolder directory. Its test split is reported as val_*.",
                        panel=DATA, short="-d")
@@ -156,14 +158,13 @@ class TrainConfig:
                                 resumable=True, recipe=True)
     batch_size: int | None = option(None, "Images per optimiser step (under torchrun: the global batch).",
                                     panel=OPTIMISATION, short="-b", low=1, high=1 << 20, recipe=True)
-    optimizer: str | None = option(None, "Optimiser.", panel=OPTIMISATION, choices=("sgd", "adam", "adamw"),
-                                   recipe=True)
+    optimizer: Literal["sgd", "adam", "adamw"] | None = option(None, "Optimiser.", panel=OPTIMISATION, recipe=True)
     lr: float | None = option(None, "Peak learning rate.", panel=OPTIMISATION, low=0, open_low=True, recipe=True)
     momentum: float | None = option(None, "SGD momentum.", panel=OPTIMISATION, low=0, high=1, recipe=True)
     nesterov: bool = option(False, "Nesterov momentum (sgd).", panel=OPTIMISATION, flag="--nesterov")
     weight_decay: float | None = option(None, "Weight decay.", panel=OPTIMISATION, low=0, high=1e3, recipe=True)
-    schedule: str | None = option(None, "Learning-rate schedule, updated every step.", panel=OPTIMISATION,
-                                  choices=("constant", "step", "cosine", "onecycle"), recipe=True)
+    schedule: Literal["constant", "step", "cosine", "onecycle"] | None = option(
+        None, "Learning-rate schedule, updated every step.", panel=OPTIMISATION, recipe=True)
     warmup_epochs: float | None = option(None, "Linear warm-up before the schedule (not with onecycle).",
                                          panel=OPTIMISATION, low=0, high=1_000_000, recipe=True)
     step_every: int = option(10, "step schedule: multiply the lr by --step-gamma every N epochs.",
@@ -173,16 +174,16 @@ class TrainConfig:
                                            "cross-entropy).", panel=OPTIMISATION, low=0, high=0.999, recipe=True)
     clip_grad: float | None = option(None, "Clip the gradient norm to this.", panel=OPTIMISATION,
                                      low=0, high=1e9, open_low=True)
-    init: str | None = option(None, "Weights: default (the model's own: PyTorch's, or torchvision's for VGG, "
+    init: Literal["default", "xavier", "kaiming"] | None = option(None, "Weights: default (the model's own: PyTorch's, or torchvision's for VGG, "
                               "ResNet, DenseNet, GoogLeNet), xavier (d2l's) or kaiming (He et al.'s, for deep nets "
-                              "without batch norm).", panel=OPTIMISATION,
-                              choices=("default", "xavier", "kaiming"), recipe=True)
+                              "without batch norm).", panel=OPTIMISATION, recipe=True)
     seed: int = option(0, "Random seed: the same seed gives the same run on the CPU.", panel=OPTIMISATION,
                        low=0, high=2 ** 31 - 1)
     # -- device and speed
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.", panel=DEVICE, resumable=True)
-    amp: str = option("auto", "Mixed precision (fp16 needs a GPU); auto: bf16 on GPUs since Ampere and CPUs "
-                      "with AVX512-BF16 or AMX, else off.", panel=DEVICE, choices=("auto", "off", "bf16", "fp16"))
+    amp: Literal["auto", "off", "bf16", "fp16"] = option(
+        "auto", "Mixed precision (fp16 needs a GPU); auto: bf16 on GPUs since Ampere and CPUs with AVX512-BF16 or "
+        "AMX, else off.", panel=DEVICE)
     channels_last: bool | None = option(None, "Channels-last memory format (default: on for CPU and CUDA).",
                                         panel=DEVICE, flag="--channels-last/--no-channels-last")
     compile: bool = option(False, "torch.compile the model.", panel=DEVICE, flag="--compile")
@@ -222,10 +223,11 @@ class TrainConfig:
         hints = get_type_hints(type(self))
         for f in fields(self):
             value, meta = getattr(self, f.name), f.metadata
+            allowed = choices(hints[f.name])
+            if allowed and value is not None and value not in allowed:
+                raise UsageError(f"{flag_name(f.name)} must be one of {', '.join(allowed)}, not {value!r}")
             if not _has_type(value, hints[f.name]):
                 raise UsageError(f"{flag_name(f.name)} must be {_type_name(hints[f.name])}, not {value!r}")
-            if meta["choices"] and value is not None and value not in meta["choices"]:
-                raise UsageError(f"{flag_name(f.name)} must be one of {', '.join(meta['choices'])}, not {value!r}")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 check_bounds(flag_name(f.name), value, meta["low"], meta["high"], meta["open_low"])
         if self.name is not None and not RUN_NAME.fullmatch(self.name):
@@ -287,11 +289,29 @@ def check_bounds(name: str, value, low=None, high=None, open_low: bool = False) 
         raise UsageError(f"{name} must be at most {high:g}, not {value:g}")
 
 
+def choices(hint) -> tuple[str, ...]:
+    """The names a ``Literal[...]`` (or ``Literal[...] | None``) annotation allows; () for any other."""
+    literal = next((t for t in _alternatives(hint) if get_origin(t) is Literal), None)
+    return get_args(literal) if literal is not None else ()
+
+
+def base_type(hint):
+    """An annotation less its ``| None``."""
+    return next(t for t in _alternatives(hint) if t is not type(None))
+
+
+def _alternatives(hint) -> tuple:
+    return get_args(hint) if get_origin(hint) is not Literal and get_args(hint) else (hint,)
+
+
 def _has_type(value: Any, hint) -> bool:
-    """Whether a JSON value fits a field's annotation (int, float, bool, str, list[str], or X | None)."""
-    allowed = getattr(hint, "__args__", (hint,))
+    """Whether a JSON value fits a field's annotation (int, float, bool, str, a Literal of names,
+    list[str], or X | None)."""
+    allowed = _alternatives(hint)
     if value is None:
         return type(None) in allowed
+    if choices(hint):
+        return value in choices(hint)
     lists = [t for t in allowed if get_origin(t) is list]
     if lists:
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
@@ -303,9 +323,11 @@ def _has_type(value: Any, hint) -> bool:
 
 
 def _type_name(hint) -> str:
-    names = [str(t) if get_origin(t) else t.__name__ for t in getattr(hint, "__args__", (hint,))
-             if t is not type(None)]
-    optional = type(None) in getattr(hint, "__args__", ())
+    if choices(hint):
+        names = ["one of " + ", ".join(choices(hint))]
+    else:
+        names = [str(t) if get_origin(t) else t.__name__ for t in _alternatives(hint) if t is not type(None)]
+    optional = type(None) in _alternatives(hint)
     return " or ".join(names) + (" (or null)" if optional else "")
 
 

@@ -3,7 +3,8 @@ in one place for training, evaluation and the benchmarks.
 
     placement = Placement.choose(device="auto", amp="auto", channels_last=None)
     model = placement.place(model)
-    transform = placement.transform((28, 28), mean, std)
+    transform = BatchTransform((28, 28), mean, std, device=placement.device,
+                               memory_format=placement.memory_format)   # cnnlab.data
     with placement.autocast():
         logits = model(transform(images))
 """
@@ -96,10 +97,3 @@ class Placement:
         if self.amp == "off":
             return nullcontext()
         return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
-
-    def transform(self, size, mean, std, **augmentation):
-        """The per-batch transform into this placement's device and memory format."""
-        from cnnlab.data import BatchTransform
-
-        return BatchTransform(size, mean, std, device=self.device, memory_format=self.memory_format,
-                              **augmentation)

@@ -78,8 +78,8 @@ class TrainingDiverged(CnnlabError):
 
 
 class TrainingInterrupted(CnnlabError):
-    """Ctrl-C or SIGTERM during training: finished epochs are on disk and the run can resume.
-    The exit code is the shell's for the signal: 130 (SIGINT) or 143 (SIGTERM)."""
+    """Ctrl-C, SIGTERM or SIGHUP during training: finished epochs are on disk and the run can
+    resume. The exit code is the shell's for the signal: 130 (SIGINT), 143 (SIGTERM), 129 (SIGHUP)."""
 
     exit_code = 130
 

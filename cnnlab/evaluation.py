@@ -31,10 +31,9 @@ from torch import nn
 
 from cnnlab.data import BatchTransform, batches, load_dataset, permute_pixels
 from cnnlab.devices import Placement
-from cnnlab.errors import BadCheckpoint, CnnlabError, UnknownDataset, UsageError
+from cnnlab.errors import UnknownDataset, UsageError
 from cnnlab.models import create_model, model_options
-from cnnlab.runs import Run, RunRecord, atomic_write_bytes, atomic_write_text, load_checkpoint, slugify
-from cnnlab.training import load_model_state
+from cnnlab.runs import Checkpoint, Run, RunRecord, atomic_write_bytes, atomic_write_text, slugify
 
 EVAL_COLUMNS = ["class", "support", "loss", "accuracy", "top5_accuracy", "precision", "recall"]
 
@@ -88,20 +87,22 @@ def load_trained(run_or_checkpoint, checkpoint: str = "last", device: str = "aut
     if checkpoint not in ("last", "best"):
         raise UsageError(f"checkpoint must be 'last' or 'best', not {checkpoint!r}")
     path = Path(run_or_checkpoint)
-    checkpoint_path = path if path.is_file() else Run.open(path).path / f"{checkpoint}.pt"
-    state = load_checkpoint(checkpoint_path)
-    record = checkpoint_record(state, checkpoint_path)
-    if not path.is_file():
-        check_belongs(record, Run(path).read_record(), checkpoint_path)
+    if path.is_file():
+        checkpoint_path, saved = path, Checkpoint.read(path)
+    else:
+        run = Run.open(path)
+        checkpoint_path, saved = run.path / f"{checkpoint}.pt", run.checkpoint(checkpoint)
+    record = saved.record
     options = record.options
     placement = Placement.choose(device, "off" if options.amp == "fp16" else options.amp, options.channels_last)
     channels, height, width = record.input_size
     model = create_model(record.model, in_channels=channels, num_classes=record.num_classes,
                          **model_options(record.model, options.model_args or []))
-    load_model_state(model, state, checkpoint_path)
+    saved.load_weights(model, checkpoint_path)
     return Trained(placement.place(model).eval(), record, placement,
-                   placement.transform((height, width), record.mean, record.std),
-                   checkpoint_path, int(state.get("epoch", 0)))
+                   BatchTransform((height, width), record.mean, record.std, device=placement.device,
+                                  memory_format=placement.memory_format),
+                   checkpoint_path, saved.epoch)
 
 
 def evaluate(run_or_checkpoint, data: str | None = None, *, checkpoint: str = "last",
@@ -121,30 +122,6 @@ def evaluate(run_or_checkpoint, data: str | None = None, *, checkpoint: str = "l
         suffix = "" if data is None or dataset.name == trained.record.data else f"-{slugify(dataset.name)}"
         result.files = write_results(result, trained.checkpoint.parent, suffix, plot)
     return result
-
-
-def checkpoint_record(state: dict, path: Path) -> RunRecord:
-    """The run record a checkpoint carries (so that a .pt file describes itself)."""
-    if not isinstance(state.get("config"), dict) or "input_size" not in state["config"]:
-        raise UsageError(f"{str(path)!r} is not a cnnlab checkpoint (it has no run configuration)")
-    try:
-        record = RunRecord.from_json(state["config"], f"{path}'s configuration")
-    except CnnlabError as e:
-        raise BadCheckpoint(f"{e}") from None
-    if record.input_size is None or record.mean is None or record.std is None or record.num_classes is None:
-        raise BadCheckpoint(f"{str(path)!r} does not record the input size, classes and normalisation it needs")
-    return record
-
-
-def check_belongs(record: RunRecord, runs_record: RunRecord, path: Path) -> None:
-    """A checkpoint dropped into another run is refused: results would be written under the
-    wrong model's name."""
-    mine = (record.model, record.input_size, record.num_classes, record.data)
-    theirs = (runs_record.model, runs_record.input_size, runs_record.num_classes, runs_record.data)
-    if mine != theirs or (record.created and runs_record.created and record.created != runs_record.created):
-        raise BadCheckpoint(f"{str(path)!r} belongs to another run ({record.model} on {record.data}, created "
-                            f"{record.created}), not to {path.parent} ({runs_record.model} on {runs_record.data}, "
-                            f"created {runs_record.created})")
 
 
 @torch.no_grad()

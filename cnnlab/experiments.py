@@ -15,7 +15,7 @@ Writing your own is the same three steps the code below takes for every experime
 
     1. ``cnnlab.train(TrainConfig(model=..., runs_dir=folder, name=...))`` for each variant;
     2. ``cnnlab.compare_runs(paths)`` for params, MACs, accuracies and losses in one table;
-    3. ``cnnlab.plot_runs(paths, ...)`` (or matplotlib on ``run.read_metric_rows()``).
+    3. ``cnnlab.plot_runs(paths, ...)`` (or matplotlib on ``run.metrics.rows()``).
 
 Ctrl-C keeps every finished run and every finished epoch of the run in progress; the same
 experiment continues with ``resume_experiment(folder)`` (``--resume DIR``): finished runs are
@@ -33,7 +33,7 @@ from typing import Callable
 import cnnlab
 from cnnlab.config import TrainConfig, flag_name
 from cnnlab.errors import TrainingInterrupted, UsageError
-from cnnlab.runs import Run, atomic_write_text, name_taken
+from cnnlab.runs import Run, atomic_write_text, name_taken, usable_runs_dir
 
 PERMUTATION_SEED = 0  # any fixed seed: one permutation, the same for every run that uses one
 DEFAULT_DEPTHS = (20, 56)
@@ -174,7 +174,7 @@ def training_error_figure(results: list, table, folder: Path) -> list[Path]:
     figure, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     for shortcuts in (False, True):
         for position, depth in enumerate(depths):
-            curves = [[1 - m["train_acc"] for m in Run(row["path"]).read_metric_rows()]
+            curves = [[1 - m["train_acc"] for m in Run(row["path"]).metrics.rows()]
                       for row in results if row["depth"] == depth and row["shortcuts"] == shortcuts]
             epochs = min(map(len, curves))
             mean = [sum(curve[i] for curve in curves) / len(curves) for i in range(epochs)]
@@ -295,13 +295,15 @@ def resume_experiment(folder, name: str | None = None, *, progress: str = "auto"
         given["depths"] = sorted(set(given["depths"]))
     changed = [key for key, value in given.items() if started.get(key) != value]
     if changed:
-        raise UsageError(f"{flag_name(changed[0])} {given[changed[0]]} is not what {folder} was started with "
-                         f"({started.get(changed[0])}); --resume continues an experiment as it was asked")
+        key = changed[0]
+        was = f"{flag_name(key)} {started[key]}" if started.get(key) is not None else f"without {flag_name(key)}"
+        raise UsageError(f"{flag_name(key)} {given[key]} is not what {folder} was started with ({was}); "
+                         f"--resume continues an experiment as it was asked")
     return carry_out(plan, folder, progress)
 
 
 def new_folder(runs_dir: Path, name: str) -> Path:
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir = usable_runs_dir(runs_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1, 100):
         folder = runs_dir / (f"{name}-{stamp}" if attempt == 1 else f"{name}-{stamp}-{attempt}")
@@ -333,7 +335,7 @@ def train_or_continue(config: TrainConfig, progress: str) -> Run:
     if not name_taken(path):
         return cnnlab.train(config, progress=progress)
     run = Run.open(path)
-    if len(run.read_metric_rows()) >= config.epochs:
+    if len(run.metrics.rows()) >= config.epochs:
         return run
     return cnnlab.resume(run, epochs=config.epochs, progress=progress)
 
@@ -357,7 +359,7 @@ def report(plan: Plan, folder: Path, runs: list[Run]) -> ExperimentResult:
     rows = []
     for run, variant, config in zip(runs, variants, configs(plan, folder)):
         measured = by_path.loc[str(run.path)]
-        last = run.read_metric_rows()[-1]
+        last = run.metrics.rows()[-1]
         rows.append({"run": run.name, **variant.factors, "seed": config.seed,
                      "params": int(measured["params"]), "macs": int(measured["macs"]),
                      "best_val_acc": float(measured["best_val_acc"]), "final_val_acc": float(measured["final_val_acc"]),

@@ -143,7 +143,7 @@ def plot_runs(runs: Iterable, out=None, *, splits=("train", "val"), lr: bool | N
     runs = list(runs)
     out = Path(out) if out is not None else default_plot_path(runs)
     image_format(out)  # refuse a bad extension before reading anything
-    loaded = load_runs(runs, on_problem)
+    loaded = load_runs(runs, on_problem, purpose="plot")
     show_lr = _lr_changes(loaded) if lr is None else lr
     panels = ["loss", "accuracy"] + (["lr"] if show_lr else [])
     figure, axes_row = new_figure(len(panels), dpi, show)

@@ -106,12 +106,12 @@ def fetch(weights: PretrainedWeights) -> Path:
 def load_imagenet_weights(model: nn.Module, model_name: str) -> PretrainedWeights:
     """Put torchvision's ImageNet weights for ``model_name`` into ``model`` (built by
     create_model with 3 input channels and 1000 classes)."""
-    from cnnlab.runs import load_checkpoint
+    from cnnlab.runs.checkpoint import load_state
 
     weights = imagenet_weights(model_name)
     path = fetch(weights)
     ours = {name: tensor for name, tensor in model.state_dict().items() if not name.endswith(COUNTER_SUFFIX)}
-    theirs = {name: tensor for name, tensor in load_checkpoint(path).items() if not name.endswith(COUNTER_SUFFIX)}
+    theirs = {name: tensor for name, tensor in load_state(path).items() if not name.endswith(COUNTER_SUFFIX)}
     # strict but for the counters; assign: the loaded tensors become the parameters, no copy
     model.load_state_dict(mapped_state(theirs, ours, path), strict=False, assign=True)
     return weights

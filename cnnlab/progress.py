@@ -3,6 +3,7 @@ rich progress bar on a terminal. The loop calls the same five methods on either.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -25,8 +26,13 @@ class PlainLines:
         self.last_refresh = time.monotonic()
 
     def print(self, text: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        try:
             print(text, flush=True)
+        except OSError:  # stdout closed (`cnnlab train ... | head`) or its device full: training goes on
+            self.quiet = True
+            discard_stdout()
 
     def due(self) -> bool:
         now = time.monotonic()
@@ -85,6 +91,17 @@ class RichProgress(PlainLines):
 
     def close(self) -> None:
         self.bar.stop()
+
+
+def discard_stdout() -> None:
+    """Point the process's stdout at /dev/null, so that what is still buffered, and the
+    interpreter's last flush, go nowhere instead of failing again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor behind it (a test's capture)
+        pass
 
 
 def make_reporter(progress: str) -> PlainLines:

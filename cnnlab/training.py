@@ -40,14 +40,14 @@ from torch import nn
 import cnnlab
 from cnnlab import distributed, threads
 from cnnlab.config import TrainConfig
-from cnnlab.data import batches, default_data_dir, load_dataset, permute_pixels
+from cnnlab.data import BatchTransform, batches, default_data_dir, load_dataset, permute_pixels
 from cnnlab.devices import Placement
-from cnnlab.errors import (BadCheckpoint, InputSizeMismatch, InputTooSmall, PeerFailed, RunWriteFailed,
-                           TrainingDiverged, TrainingInterrupted, first_line)
+from cnnlab.errors import (InputSizeMismatch, InputTooSmall, PeerFailed, RunInconsistent, RunWriteFailed,
+                           TrainingDiverged, TrainingInterrupted)
 from cnnlab.models import create_model, default_recipe, model_options, model_spec
 from cnnlab.models.blocks import AUX_LOSS_WEIGHT, AuxOutputs
 from cnnlab.progress import make_reporter
-from cnnlab.runs import CHECKPOINT_FORMAT, Run, RunRecord, atomic_write_text, name_taken, run_exists
+from cnnlab.runs import Checkpoint, Run, RunRecord, atomic_write_text, name_taken, run_exists
 from cnnlab.summary import summarize, to_csv
 
 
@@ -84,16 +84,16 @@ def _train(config: TrainConfig, progress: str, run: Run | None = None, changes: 
 
 def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, changes: dict | None) -> Run:
     # 2) the run to continue: locked, checked and repaired from its last.pt before any slow work
-    state, record = None, None
+    last, record = None, None
     if run is not None:
         if world.is_main:
             run.open_for_writing()  # a second writer is refused
-            state = run.reconcile(map_location="cpu")
+            last = run.reconcile(map_location="cpu")
         world.broadcast(None)  # the other processes wait until rank 0 has checked the run
         if not world.is_main and (run.path / "last.pt").exists():
-            state = run.load_checkpoint(map_location="cpu")
+            last = run.checkpoint("last", map_location="cpu")
         record = run.read_record()
-        config = record.options.resumed(int(state["epoch"]) if state else 0, **changes)
+        config = record.options.resumed(last.epoch if last else 0, **changes)
         config.device = str(world.device)
 
     # 3) the recipe, device, data, model, optimiser: everything that can fail, before anything is written
@@ -122,7 +122,8 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     forward = world.wrap(model, config.sync_bn)  # under torchrun: DDP
     forward = torch.compile(forward) if config.compile else forward  # checkpoints save `model`
     mean, std = dataset.channel_stats() if config.normalize else ([0.0] * dataset.channels, [1.0] * dataset.channels)
-    transform = placement.transform(input_size[1:], mean, std, crop_padding=config.crop_padding, flip=config.flip)
+    transform = BatchTransform(input_size[1:], mean, std, crop_padding=config.crop_padding, flip=config.flip,
+                               device=placement.device, memory_format=placement.memory_format)
     optimizer = make_optimizer(config, model)
     scaler = torch.amp.GradScaler(world.device.type, enabled=placement.amp == "fp16")
     # full batches only (reshuffled every epoch): a last batch of one image breaks batch norm
@@ -149,13 +150,15 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
         path = world.broadcast(run.path if world.is_main else None)  # every process learns the run's path
         run = run if world.is_main else Run(path)
     else:
-        if state is not None:
-            load_model_state(model, state, run.path / "last.pt")
-            history, best_val_acc, best_epoch = restore_optimizer(state, optimizer, scaler, run.path / "last.pt")
+        check_data_unchanged(record, describe_run(record.options, dataset, input_size, world, mean, std,
+                                                  summary.totals, from_recipe), run)
+        if last is not None:
+            last.load_weights(model, run.path / "last.pt")
+            last.restore(optimizer, scaler, run.path / "last.pt")
+            history, best_val_acc, best_epoch = list(last.history), last.best_val_acc, last.best_epoch
         if world.is_main:
             record = extended(record, config, len(history), world)
             run.write_record(record)
-    saved = record.to_json() if world.is_main else None  # in every checkpoint: a .pt file describes itself
 
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
     reporter = make_reporter(progress if world.is_main else "none")
@@ -186,11 +189,10 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                 if improved:
                     best_val_acc, best_epoch = val_acc, epoch
                 with stop.deferred():  # the epoch is recorded whole, or not at all
-                    if world.is_main:
-                        state = dict(format=CHECKPOINT_FORMAT, epoch=epoch, best_val_acc=best_val_acc,
-                                     best_epoch=best_epoch, history=[*history, row], model=model.state_dict(),
-                                     optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), config=saved)
-                        record_epoch(run, row, state, improved, len(history))
+                    if world.is_main:  # the run's record in every checkpoint: a .pt file describes itself
+                        checkpoint = Checkpoint(epoch, best_epoch, best_val_acc, [*history, row], model.state_dict(),
+                                                optimizer.state_dict(), scaler.state_dict(), record)
+                        record_epoch(run, row, checkpoint, improved, len(history))
                     history.append(row)
                     reporter.epoch_end(row, config.epochs)
     except Interrupted as interrupted:
@@ -357,14 +359,19 @@ class Interrupted(BaseException):
     def __init__(self, signal_number: int):
         super().__init__(signal_number)
         self.signal_number = signal_number
-        self.name = "interrupted" if signal_number == signal.SIGINT else "terminated"
+        self.name = {signal.SIGINT: "interrupted", signal.SIGHUP: "the terminal closed (SIGHUP)"}.get(
+            signal_number, "terminated")
+
+
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class StopSignals:
-    """Ctrl-C (SIGINT) and SIGTERM (``timeout``, a job scheduler, a closing terminal) stop
-    training where it is, discarding only the epoch in progress; while an epoch is being
+    """Ctrl-C (SIGINT), SIGTERM (``timeout``, a job scheduler) and SIGHUP (a closed terminal)
+    stop training where it is, discarding only the epoch in progress; while an epoch is being
     recorded they wait for the record to be whole. A second signal while stopping is ignored.
-    A SIGINT the launcher chose to ignore (a background job of a script) stays ignored."""
+    A signal the launcher chose to ignore (SIGINT for a background job of a script, SIGHUP
+    under nohup) stays ignored."""
 
     def __init__(self):
         self.received: int | None = None
@@ -382,7 +389,7 @@ class StopSignals:
         if threading.current_thread() is not threading.main_thread():  # only it receives signals
             yield
             return
-        signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+        signals = [s for s in STOPPING_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
         previous = {s: signal.signal(s, self.handle) for s in signals}
         try:
             yield
@@ -403,35 +410,48 @@ class StopSignals:
 
 # -- what the run records -----------------------------------------------------------------------
 
-def record_epoch(run: Run, row: dict, state: dict, improved: bool, kept: int) -> None:
+def record_epoch(run: Run, row: dict, checkpoint: Checkpoint, improved: bool, kept: int) -> None:
     """The run store's record of one epoch; a full disk or another write error is one line
     that says what is kept."""
     try:
-        run.record_epoch(row, state, improved)
+        run.record_epoch(row, checkpoint, improved)
     except OSError as error:
         raise RunWriteFailed(f"could not record epoch {row['epoch']} in {run.path} ({error.strerror or error}); "
                              f"the {kept} epoch(s) before it are kept (free space, then continue with: "
                              f"cnnlab train --resume {run.path})") from None
 
 
-def restore_optimizer(state: dict, optimizer, scaler, path) -> tuple[list[dict], float, int]:
-    """Load last.pt's optimiser state; (history, best val acc, best epoch)."""
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        return list(state["history"]), float(state["best_val_acc"]), int(state["best_epoch"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise BadCheckpoint(f"checkpoint {str(path)!r} cannot resume this run ({first_line(e)})") from None
+# what the data give now, against what the run recorded when it started
+DATA_DERIVED = ("input_size", "num_classes", "classes", "train_images", "test_images", "mean", "std", "model_stats")
 
 
-def load_model_state(model: nn.Module, state: dict, path) -> None:
-    """Put a checkpoint's weights into ``model``; anything else is a BadCheckpoint."""
-    if state.get("format") != CHECKPOINT_FORMAT or not isinstance(state.get("model"), dict):
-        raise BadCheckpoint(f"{str(path)!r} is not a cnnlab checkpoint")
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise BadCheckpoint(f"checkpoint {str(path)!r} does not fit the model ({first_line(e)})") from None
+def check_data_unchanged(record: RunRecord, now: RunRecord, run: Run) -> None:
+    """Refuse to resume a run whose config.json disagrees with what its data and model give now
+    (a hand-edited config.json, or a data set changed since): its checkpoints would record values
+    that evaluation then uses silently."""
+    recorded, fresh = record.to_json(), now.to_json()
+    differing = [key for key in DATA_DERIVED if not same_values(recorded[key], fresh[key])]
+    if differing:
+        key = differing[0]
+        raise RunInconsistent(f"{run.config_path} records {key} {short(recorded[key])}, but the data and model "
+                              f"give {short(fresh[key])} now (config.json edited, or the data set changed?); "
+                              f"nothing was changed")
+
+
+def same_values(a, b) -> bool:
+    """Equal, numbers to six significant digits (a channel's mean sums in a thread-dependent order)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_values(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_values(a[k], b[k]) for k in a)
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-6)
+    return a == b
+
+
+def short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def describe_run(config: TrainConfig, dataset, input_size, world, mean, std, totals, from_recipe) -> RunRecord:

@@ -2,7 +2,7 @@
 
 A script that runs ``pytest &`` starts it with SIGINT ignored, and children inherit that: a
 Ctrl-C test would then never reach its child. Every child here starts with the default
-dispositions of SIGINT and SIGTERM, as it would from a terminal.
+dispositions of SIGINT, SIGTERM and SIGHUP (nohup ignores it), as it would from a terminal.
 """
 
 import signal
@@ -11,7 +11,7 @@ import sys
 
 
 def default_signals() -> None:
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_DFL)
 
 

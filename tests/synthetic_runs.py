@@ -53,9 +53,9 @@ def make_run(runs_dir, name, *, model="lenet", data="digits", epochs=6, finished
             for e in range(1, (epochs if finished is None else finished) + 1)]
     if list(columns) == METRICS_COLUMNS:
         for row in rows:
-            run.append_metrics(row)
+            run.metrics.append(row)
     else:
-        with open(run.metrics_path, "w", newline="") as f:
+        with open(run.metrics.path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)

@@ -27,7 +27,7 @@ def invoke(*args):
 
 def expected_row(run) -> dict:
     """What compare must report, computed from metrics.csv and config.json directly."""
-    with open(run.metrics_path, newline="") as f:
+    with open(run.metrics.path, newline="") as f:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     config = json.loads((run.path / "config.json").read_text())
     best = max(rows, key=lambda row: row["val_acc"])  # max() keeps the first of equals
@@ -119,13 +119,13 @@ def test_bad_directories_are_reported_and_the_good_runs_still_compared(three_run
     runs_dir, runs = three_runs
     (tmp_path / "notes").mkdir()
     empty = make_run(runs_dir, "empty", finished=0)
-    empty.metrics_path.write_text("")
+    empty.metrics.path.write_text("")
     header_only = make_run(runs_dir, "header-only", finished=0)
-    header_only.metrics_path.write_text(",".join(METRICS_COLUMNS) + "\n")
+    header_only.metrics.path.write_text(",".join(METRICS_COLUMNS) + "\n")
     foreign = make_run(runs_dir, "foreign")
-    foreign.metrics_path.write_text("step,loss\n1,0.5\n")
+    foreign.metrics.path.write_text("step,loss\n1,0.5\n")
     binary = make_run(runs_dir, "binary")
-    binary.metrics_path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    binary.metrics.path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     broken_config = make_run(runs_dir, "broken-config")
     (broken_config.path / "config.json").write_text('{"model": "lenet", ')
 
@@ -136,7 +136,7 @@ def test_bad_directories_are_reported_and_the_good_runs_still_compared(three_run
     assert [row["name"] for row in csv.DictReader(io.StringIO(result.stdout))] == ["lenet-a"]
     messages = result.stderr
     assert "notes' is not a cnnlab run (no config.json)" in messages
-    assert "missing' is not a directory" in messages
+    assert "missing' does not exist" in messages
     assert "metrics.csv is empty" in messages
     assert "no finished epoch in metrics.csv" in messages
     assert "not a cnnlab metrics file (no 'epoch' column)" in messages
@@ -168,7 +168,7 @@ def test_no_runs_matching_a_filter_or_no_runs_dir_fail_with_one_line(three_runs,
 def test_a_truncated_last_line_counts_only_the_finished_epochs(tmp_path):
     run = make_run(tmp_path, "crashed", epochs=10, finished=5)
     fifth_val_acc = expected_row(run)["final_val_acc"]
-    with open(run.metrics_path, "a") as f:
+    with open(run.metrics.path, "a") as f:
         f.write("6,0.2,0.93,0.3")  # the process died while writing epoch 6
     row = compare_runs([run.path]).iloc[0]
     assert row["epochs"] == 5 and row["epochs_planned"] == 10

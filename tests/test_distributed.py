@@ -358,7 +358,7 @@ def torchrun_env():
 
 
 def learning_curve(run):
-    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in run.read_metric_rows()]
+    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in run.metrics.rows()]
 
 
 @pytest.fixture(scope="module")
@@ -380,10 +380,10 @@ def test_two_processes_write_one_run_for_the_whole_data_set_like_one_process(two
 
     runs_dir, done = two_process_run
     run, = [Run(path) for path in runs_dir.iterdir()]  # rank 0 chose the name; the other used it
-    config = run.read_config()
-    rows = run.read_metric_rows()
+    config = run.read_record().to_json()
+    rows = run.metrics.rows()
     assert (config["world_size"], config["batch_size"]) == (2, 64)
-    assert [row["epoch"] for row in rows] == list(range(1, EPOCHS + 1)) and run.load_checkpoint()["epoch"] == EPOCHS
+    assert [row["epoch"] for row in rows] == list(range(1, EPOCHS + 1)) and run.checkpoint().epoch == EPOCHS
     assert done.stdout.count("\nepoch ") == EPOCHS and "2 processes (cpu)" in done.stdout  # rank 0 only
     # val_* are for the whole test split: the same as evaluating last.pt on it in one process
     result = evaluate(run.path, checkpoint="last", device="cpu")
@@ -396,7 +396,7 @@ def test_two_processes_write_one_run_for_the_whole_data_set_like_one_process(two
     # norm would differ more, since each process normalises its own half (see --sync-bn).
     alone = train(TrainConfig(model="mlp", epochs=EPOCHS, batch_size=64, amp="off", runs_dir=str(tmp_path)),
                   progress="none")
-    alone_rows = alone.read_metric_rows()
+    alone_rows = alone.metrics.rows()
     assert rows[0]["train_loss"] == pytest.approx(alone_rows[0]["train_loss"], rel=1e-4)  # every image counted
     assert rows[0]["train_acc"] == pytest.approx(alone_rows[0]["train_acc"], abs=2 / 1408)
     assert abs(rows[-1]["val_acc"] - alone_rows[-1]["val_acc"]) <= 0.01  # at most 3 of 359 test images
@@ -404,7 +404,7 @@ def test_two_processes_write_one_run_for_the_whole_data_set_like_one_process(two
     # a run may go on with another number of processes (the global batch stays)
     shutil.copytree(run.path, tmp_path / "continued")
     continued = resume(tmp_path / "continued", epochs=EPOCHS + 1, progress="none")
-    assert continued.read_config()["world_size"] == 1 and len(continued.read_metric_rows()) == EPOCHS + 1
+    assert continued.read_record().to_json()["world_size"] == 1 and len(continued.metrics.rows()) == EPOCHS + 1
 
 
 def child_with_rank(parent: int, rank: int) -> int:
@@ -429,15 +429,15 @@ def test_a_killed_process_stops_the_run_keeping_whole_epochs_and_resume_finishes
     process = subprocess.Popen([*TORCHRUN, *JOB, "--runs-dir", str(tmp_path), "--name", "cut"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=torchrun_env())
     deadline = time.monotonic() + 300
-    while not (cut.path / "last.pt").exists() or cut.load_checkpoint()["epoch"] < 2:
+    while not (cut.path / "last.pt").exists() or cut.checkpoint().epoch < 2:
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.02)
     os.kill(child_with_rank(process.pid, 1), signal.SIGKILL)  # rank 1 dies in the middle of epoch 3 or so
     killed = time.monotonic()
     out, err = process.communicate(timeout=120)
     assert process.returncode != 0 and time.monotonic() - killed < 60
-    finished = len(cut.read_metric_rows())
-    assert 2 <= finished < EPOCHS and cut.load_checkpoint()["epoch"] == finished  # whole epochs only
+    finished = len(cut.metrics.rows())
+    assert 2 <= finished < EPOCHS and cut.checkpoint().epoch == finished  # whole epochs only
     survivor, = [line for line in err.splitlines() if line.startswith("error: ")]  # then torchrun's report
     # rank 0 notices the lost peer itself, or, on a busy machine, torchrun's SIGTERM to the survivors
     # comes first (measured once with another training running): either way one line, epochs kept

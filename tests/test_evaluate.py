@@ -27,7 +27,7 @@ def snapshot(directory) -> dict:
 
 
 def test_eval_reproduces_the_final_val_acc_of_metrics_csv(default_run):
-    final = default_run.read_metric_rows()[-1]
+    final = default_run.metrics.rows()[-1]
     result = evaluate(default_run.path, write=False)
     assert result.top1 == final["val_acc"]
     assert result.loss == pytest.approx(final["val_loss"], rel=1e-5)
@@ -36,7 +36,7 @@ def test_eval_reproduces_the_final_val_acc_of_metrics_csv(default_run):
 
 
 def test_best_checkpoint_holds_the_best_epoch(default_run):
-    rows = default_run.read_metric_rows()
+    rows = default_run.metrics.rows()
     best = max(rows, key=lambda row: row["val_acc"])
     result = evaluate(default_run.path / "best.pt", write=False)
     assert (result.epoch, result.top1) == (best["epoch"], best["val_acc"])
@@ -44,7 +44,7 @@ def test_best_checkpoint_holds_the_best_epoch(default_run):
 
 
 def test_cli_eval_writes_eval_and_confusion_files_into_the_run(default_run):
-    final = default_run.read_metric_rows()[-1]
+    final = default_run.metrics.rows()[-1]
     result = cli("eval", default_run.path, "--plot")
     assert result.exit_code == 0, result.output
     assert f"top-1 {final['val_acc']:.4f}" in result.stdout
@@ -119,7 +119,7 @@ def test_truncated_checkpoint_is_one_line_and_damages_nothing(default_run, tmp_p
 def test_a_directory_that_is_not_a_run_is_one_line(tmp_path):
     result = cli("eval", tmp_path)
     assert result.exit_code == 1 and result.stderr == f"error: '{tmp_path}' is not a cnnlab run (no config.json)\n"
-    assert cli("eval", tmp_path / "missing").stderr == f"error: '{tmp_path / 'missing'}' is not a directory\n"
+    assert cli("eval", tmp_path / "missing").stderr == f"error: '{tmp_path / 'missing'}' does not exist\n"
 
 
 def write_tree(root, per_class=4):

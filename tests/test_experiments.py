@@ -50,7 +50,7 @@ def test_permuting_pixels_costs_the_cnn_and_not_the_mlp(permuted):
 def test_eval_reproduces_the_accuracy_of_a_permuted_run(permuted):
     run = Run(permuted / "cnn-permuted-seed0")
     assert run.read_record().options.permute_pixels == 0
-    assert cnnlab.evaluate(run.path, write=False).top1 == run.read_metric_rows()[-1]["val_acc"]
+    assert cnnlab.evaluate(run.path, write=False).top1 == run.metrics.rows()[-1]["val_acc"]
 
 
 def test_one_permutation_moves_every_pixel_of_both_splits_alike():
@@ -84,7 +84,7 @@ def test_an_interrupted_experiment_keeps_its_runs_and_resumes(tmp_path, monkeypa
     monkeypatch.undo()
     folder = next(tmp_path.iterdir())
     first = (folder / "cnn-original-seed0" / "last.pt").read_bytes()
-    cut = Run(folder / "cnn-permuted-seed0").read_metric_rows()
+    cut = Run(folder / "cnn-permuted-seed0").metrics.rows()
     assert len(cut) == 1 and not (folder / "results.csv").exists()
 
     for other, message in ((["depth"], "holds the permuted-pixels experiment, not depth"),
@@ -95,7 +95,7 @@ def test_an_interrupted_experiment_keeps_its_runs_and_resumes(tmp_path, monkeypa
                "--lr", 0.005]
     assert cli(*command, "--resume", folder).exit_code == 0  # the same command, --resume DIR added
     assert (folder / "cnn-original-seed0" / "last.pt").read_bytes() == first  # a finished run is kept
-    assert Run(folder / "cnn-permuted-seed0").read_metric_rows()[0] == cut[0]  # the cut run continued
+    assert Run(folder / "cnn-permuted-seed0").metrics.rows()[0] == cut[0]  # the cut run continued
     rows = read_csv(folder / "results.csv")
     assert [(row["net"], row["permuted"]) for row in rows] == [
         ("cnn", "False"), ("cnn", "True"), ("mlp", "False"), ("mlp", "True")]
@@ -103,7 +103,7 @@ def test_an_interrupted_experiment_keeps_its_runs_and_resumes(tmp_path, monkeypa
         run = Run(folder / row["run"])
         options = run.read_record().options
         assert (options.batch_size, options.lr, options.epochs) == (128, 0.005, 2)
-        assert float(row["final_train_error"]) == pytest.approx(1 - run.read_metric_rows()[-1]["train_acc"])
+        assert float(row["final_train_error"]) == pytest.approx(1 - run.metrics.rows()[-1]["train_acc"])
 
 
 def test_depth_draws_the_training_error_curves_plain_dashed(tmp_path, monkeypatch):
@@ -119,7 +119,7 @@ def test_depth_draws_the_training_error_curves_plain_dashed(tmp_path, monkeypatc
     for row in result.rows:
         line = lines[f"{'resnet' if row['shortcuts'] else 'plain'}-{row['depth']}"]
         assert line.get_linestyle() == ("-" if row["shortcuts"] else "--")
-        errors = [1 - metrics["train_acc"] for metrics in Run(row["path"]).read_metric_rows()]
+        errors = [1 - metrics["train_acc"] for metrics in Run(row["path"]).metrics.rows()]
         assert list(line.get_ydata()) == pytest.approx(errors)
     report = (result.path / "report.md").read_text()
     assert "![training_error](training_error.png)" in report and "Final training error, plain 20 -> 32" in report

@@ -80,7 +80,7 @@ def markers(axes, colour: str) -> list[tuple[float, float]]:
 
 
 def best_epoch(run) -> int:
-    rows = run.read_metric_rows()
+    rows = run.metrics.rows()
     return max(rows, key=lambda row: row["val_acc"])["epoch"]
 
 
@@ -118,7 +118,7 @@ def test_svg_has_two_axes_train_dashed_val_solid_and_the_best_epoch_starred(tmp_
     root, (loss_axes, accuracy_axes) = svg_axes(out)
     assert (root.get("width"), root.get("height")) == ("648pt", "288pt")
     for run, colour in zip(runs, RUN_COLOURS):
-        epochs = len(run.read_metric_rows())
+        epochs = len(run.metrics.rows())
         for axes in (loss_axes, accuracy_axes):
             lines = data_lines(axes, colour)
             assert sorted(dashed for dashed, _ in lines) == [False, True]  # val, train
@@ -142,7 +142,7 @@ def test_pdf_is_one_page_of_the_figure_size(tmp_path):
 
 def test_a_run_in_progress_plots_its_finished_epochs(tmp_path):
     run = make_run(tmp_path, "running", epochs=20, finished=5)
-    with open(run.metrics_path, "a") as f:
+    with open(run.metrics.path, "a") as f:
         f.write("6,0.31,0.9")  # epoch 6 is being written
     out = tmp_path / "progress.svg"
     assert invoke("plot", run.path, "--no-lr", "-o", out).exit_code == 0
@@ -175,7 +175,7 @@ def test_bad_input_is_reported_and_the_good_runs_still_plotted(tmp_path):
     assert Image.open(out).size == (3 * 180, 160)
 
     nothing = invoke("plot", tmp_path / "notes", "-o", tmp_path / "none.png")
-    assert nothing.exit_code == 1 and "error: nothing to compare" in nothing.stderr
+    assert nothing.exit_code == 1 and "error: nothing to plot" in nothing.stderr
     assert not (tmp_path / "none.png").exists()
     wrong = invoke("plot", good.path, "-o", tmp_path / "p.jpeg")
     assert wrong.exit_code == 2 and "cannot tell the image format" in wrong.stderr

@@ -109,14 +109,14 @@ def test_googlenet_trains_with_its_auxiliary_heads_and_evaluates_with_the_main_o
 
     run = train(TrainConfig(model="googlenet_tv", model_args=["aux_logits=true", "width=0.25"], resize=32,
                             epochs=3, runs_dir=str(tmp_path)), progress="none")
-    rows = run.read_metric_rows()
+    rows = run.metrics.rows()
     assert rows[-1]["val_acc"] >= 0.7  # chance is 0.1
     assert evaluate(run.path).top1 == rows[-1]["val_acc"]  # eval mode: the main head alone
     # the side heads' losses are in the training loss: without them it is lower
     monkeypatch.setattr("cnnlab.training.AUX_LOSS_WEIGHT", 0.0)
     again = train(TrainConfig(model="googlenet_tv", model_args=["aux_logits=true", "width=0.25"], resize=32,
                               epochs=1, runs_dir=str(tmp_path)), progress="none")
-    assert again.read_metric_rows()[0]["train_loss"] < rows[0]["train_loss"]
+    assert again.metrics.rows()[0]["train_loss"] < rows[0]["train_loss"]
     assert blocks.AUX_LOSS_WEIGHT == 0.3
 
 
@@ -128,7 +128,7 @@ def test_googlenet_trains_with_its_auxiliary_heads_and_evaluates_with_the_main_o
 ])
 def test_default_recipes_learn_the_digits(tmp_path, model, options):
     run = train(TrainConfig(model=model, runs_dir=str(tmp_path), **options), progress="none")
-    assert max(row["val_acc"] for row in run.read_metric_rows()) >= 0.9
+    assert max(row["val_acc"] for row in run.metrics.rows()) >= 0.9
 
 
 def test_a_long_epoch_is_announced_with_sizes_that_would_be_quick(tmp_path, monkeypatch):

@@ -316,7 +316,7 @@ def test_show_command_writes_the_figure_and_its_numbers(digits_run, tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["filters", "not-a-run-or-model"], "unknown model"),
     (["filters", "{tmp}"], "is not a cnnlab run"),
-    (["filters", "runs/no-such-run"], "is not a directory"),
+    (["filters", "runs/no-such-run"], "does not exist"),
     (["rf", "{run}", "--layer", "features.9"], "nearest: features."),
     (["rf", "{run}", "--layer", "classifier.1"], "spatial output"),
     (["activations", "{run}", "--image", "100000"], "out of range"),

@@ -81,7 +81,7 @@ def test_streaming_and_in_memory_training_give_identical_metrics(tmp_path, monke
     streamed = train_digits(tmp_path, "streamed")
     assert streamed_sets[0].streamed
     timing = ("epoch_seconds", "images_per_second")
-    rows = [[{k: v for k, v in row.items() if k not in timing} for row in run.read_metric_rows()]
+    rows = [[{k: v for k, v in row.items() if k not in timing} for row in run.metrics.rows()]
             for run in (in_memory, streamed)]
     assert len(rows[0]) == 2 and rows[0] == rows[1]
     from cnnlab.evaluation import evaluate

@@ -28,7 +28,7 @@ TIME_COLUMNS = ("epoch_seconds", "images_per_second")
 
 def learning_curve(run: Run) -> list[dict]:
     """metrics.csv without the columns that measure time."""
-    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in run.read_metric_rows()]
+    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in run.metrics.rows()]
 
 
 def small(tmp_path, **options) -> TrainConfig:
@@ -44,8 +44,8 @@ def cli(*args):
 # -- the README's main job ---------------------------------------------------------------------
 
 def test_default_lenet_run_reaches_97_percent_on_digits(default_run):
-    config = default_run.read_config()
-    rows = default_run.read_metric_rows()
+    config = default_run.read_record().to_json()
+    rows = default_run.metrics.rows()
     assert (config["model"], config["data"], config["input_size"]) == ("lenet", "digits", [1, 28, 28])
     assert [row["epoch"] for row in rows] == list(range(1, config["epochs"] + 1))
     assert rows[-1]["val_acc"] >= 0.97
@@ -66,10 +66,10 @@ def test_run_directory_follows_the_contract(default_run):
     # MACs 6*28*28*25 + 16*10*10*150 + 400*120 + 120*84 + 84*10
     assert config["model_stats"] == {"params": 61706, "trainable_params": 61706, "macs": 416520}
     assert (default_run.path / "summary.csv").read_text().startswith("name,")
-    last = default_run.load_checkpoint("last.pt")
-    best = default_run.load_checkpoint("best.pt")
-    rows = default_run.read_metric_rows()
-    assert last["epoch"] == len(rows) and best["epoch"] == max(rows, key=lambda r: r["val_acc"])["epoch"]
+    last = default_run.checkpoint("last")
+    best = default_run.checkpoint("best")
+    rows = default_run.metrics.rows()
+    assert last.epoch == len(rows) and best.epoch == max(rows, key=lambda r: r["val_acc"])["epoch"]
 
 
 # -- determinism, interruption, resumption -------------------------------------------------------
@@ -93,7 +93,7 @@ def test_interruption_while_recording_an_epoch_then_resume_equals_an_uninterrupt
     real_record = Run.record_epoch
 
     def interrupted_second_record(run, row, state, improved):
-        saves.append(state["epoch"])
+        saves.append(state.epoch)
         if len(saves) == 2:  # Ctrl-C arriving while epoch 2 is being recorded
             signal.raise_signal(signal.SIGINT)
         real_record(run, row, state, improved)
@@ -103,17 +103,17 @@ def test_interruption_while_recording_an_epoch_then_resume_equals_an_uninterrupt
         train(small(tmp_path, schedule="constant", name="cut"), progress="none")
     monkeypatch.undo()
     cut = Run(tmp_path / "cut")
-    assert len(cut.read_metric_rows()) == cut.load_checkpoint()["epoch"] == 2  # recorded whole
+    assert len(cut.metrics.rows()) == cut.checkpoint().epoch == 2  # recorded whole
     resumed = resume(cut.path, progress="none")
     assert learning_curve(resumed) == learning_curve(whole_run)
-    for key, tensor in whole_run.load_checkpoint()["model"].items():
-        assert torch.equal(tensor, resumed.load_checkpoint()["model"][key])
+    for key, tensor in whole_run.checkpoint().model.items():
+        assert torch.equal(tensor, resumed.checkpoint().model[key])
 
 
 def test_resume_repairs_a_cut_metrics_row_from_last_pt_and_may_extend_the_run(whole_run, tmp_path):
     cut = train(small(tmp_path, schedule="constant", epochs=2), progress="none")
-    text = cut.metrics_path.read_text()
-    cut.metrics_path.write_text(text[:text.rindex("\n", 0, -1) + 1] + "2,0.5,")  # a crash mid-append
+    text = cut.metrics.path.read_text()
+    cut.metrics.path.write_text(text[:text.rindex("\n", 0, -1) + 1] + "2,0.5,")  # a crash mid-append
     resumed = resume(cut.path, epochs=3, progress="none")
     assert learning_curve(resumed) == learning_curve(whole_run)
     record = resumed.read_record()
@@ -126,11 +126,11 @@ def test_resume_refuses_what_does_not_add_up_and_changes_nothing(tmp_path):
     files = {p.name: p.read_bytes() for p in run.path.iterdir()}
     with pytest.raises(UsageError, match="fewer than the 2 epoch"):  # a run is never shortened
         resume(run.path, epochs=1, progress="none")
-    with open(run.metrics_path, "a") as metrics:  # a row last.pt has never seen (another writer)
+    with open(run.metrics.path, "a") as metrics:  # a row last.pt has never seen (another writer)
         metrics.write("3,9,9,9,9,9,9,9\n")
     with pytest.raises(RunInconsistent, match="epochs 1-3 but last.pt has finished epochs 1-2"):
         resume(run.path, epochs=4, progress="none")
-    run.metrics_path.write_bytes(files["metrics.csv"])
+    run.metrics.path.write_bytes(files["metrics.csv"])
     (run.path / "last.pt").unlink()  # metrics for 2 epochs and a best.pt, but nothing to resume from
     with pytest.raises(RunInconsistent, match="2 finished epoch.* and a best.pt but no last.pt"):
         resume(run.path, progress="none")
@@ -145,16 +145,16 @@ def test_ctrl_c_keeps_finished_epochs_and_resume_matches_an_uninterrupted_run(tm
     process = start(["-m", "cnnlab", *args, "--epochs", "40", "--name", "cut"])
     cut = Run(tmp_path / "cut")
     deadline = time.monotonic() + 120
-    while not cut.read_metric_rows():
+    while not cut.metrics.rows():
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
         time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
-    finished = len(cut.read_metric_rows())
+    finished = len(cut.metrics.rows())
     assert process.returncode == 130
     assert err.strip() == (f"error: interrupted; {finished} finished epoch(s) are kept in {cut.path} "
                            f"(continue with: cnnlab train --resume {cut.path})")
-    assert 1 <= finished < 4 and cut.load_checkpoint()["epoch"] == finished
+    assert 1 <= finished < 4 and cut.checkpoint().epoch == finished
     assert out.count("\nepoch ") == finished
 
     assert cli("train", "--resume", cut.path, "--epochs", 4).exit_code == 0
@@ -228,7 +228,7 @@ def test_d2l_settings_are_expressible(tmp_path):
                  "--batch-size", "256", "--epochs", "1", "--no-normalize",
                  "--runs-dir", tmp_path, "--name", "d2l")
     assert result.exit_code == 0, result.output
-    config = Run(tmp_path / "d2l").read_config()
+    config = Run(tmp_path / "d2l").read_record().to_json()
     assert (config["optimizer"], config["lr"], config["init"], config["momentum"]) == ("sgd", 0.9, "xavier", 0)
     assert config["mean"] == [0.0] and config["std"] == [1.0]
 
@@ -276,7 +276,7 @@ def test_nan_loss_stops_the_run_and_suggests_a_lower_learning_rate(tmp_path):
     assert result.exit_code == 1
     assert result.stderr == ("error: the loss became NaN or infinite in epoch 1; try a lower learning "
                              "rate than --lr 1e+12, e.g. --lr 1e+11\n")
-    assert Run(tmp_path / "hot").read_metric_rows() == []
+    assert Run(tmp_path / "hot").metrics.rows() == []
 
 
 # -- speed: the defaults that are fast, and a loop that never waits ----------------------------------
@@ -302,7 +302,7 @@ def test_auto_speed_options_use_bf16_only_where_the_hardware_multiplies_in_it(mo
 
 
 def test_config_records_the_resolved_speed_options(default_run):
-    config = default_run.read_config()
+    config = default_run.read_record().to_json()
     assert config["amp"] == ("bf16" if native_bf16(torch.device("cpu")) else "off")
     assert config["channels_last"] is True
 

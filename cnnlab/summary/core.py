@@ -113,13 +113,19 @@ def summarize(model_or_name, input_size=None, num_classes: int | None = None,
     return ModelSummary(name, input_size, layers, totals, warnings, axes)
 
 
+MAX_INPUT_SIDE = 1 << 16  # past this, torch's own size arithmetic overflows (a stride of 10^11 does)
+
+
 def parse_input_size(text: str) -> tuple[int, ...]:
     """'3x224x224' -> (3, 224, 224); '224x224' -> (224, 224); '224' -> (224,)."""
     parts = re.split(r"\s*[x×,]\s*", text.strip().lower())
     if not 1 <= len(parts) <= 3 or not all(part.isdigit() and int(part) > 0 for part in parts):
         raise UsageError(f"input size must be CxHxW, HxW or one side, e.g. 3x224x224, 64x64 or 32; "
                          f"got {text!r}")
-    return tuple(int(part) for part in parts)
+    size = tuple(int(part) for part in parts)
+    if max(size) > MAX_INPUT_SIDE:
+        raise UsageError(f"input size {text!r} is too large: at most {MAX_INPUT_SIDE:,} per side or channels")
+    return size
 
 
 def _prepare(model_or_name, input_size, num_classes, in_channels):

@@ -1,0 +1,75 @@
+"""metrics.csv: one row per finished epoch, appended and forced to disk as each epoch ends."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from cnnlab.errors import RunInconsistent, first_line
+from cnnlab.runs.files import atomic_write_text
+
+METRICS_FILE = "metrics.csv"
+METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                   "epoch_seconds", "images_per_second"]
+
+
+class MetricsLog:
+    """A run's metrics.csv."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def append(self, row: dict) -> None:
+        """Append one epoch's row and force it to disk (header first on a new file)."""
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS, extrasaction="raise")
+            if new_file:
+                writer.writeheader()
+            writer.writerow({key: row[key] for key in METRICS_COLUMNS})
+            f.flush()
+            os.fsync(f.fileno())
+
+    def rows(self) -> list[dict]:
+        """Complete epoch rows as dicts of floats (epoch as int).
+
+        A truncated last line (a crash while appending) is dropped, and so is any row that
+        does not parse: the epochs before it stay readable. A file that is not text at all is
+        RunInconsistent (one line).
+        """
+        if not self.path.exists():
+            return []
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+            raise RunInconsistent(f"{self.path} cannot be read ({first_line(e)}); move it away and "
+                                  f"--resume rewrites it from last.pt") from None
+        if text and not text.endswith("\n"):  # the last line was cut short
+            text = text[: text.rfind("\n") + 1]
+        rows = []
+        for raw in csv.DictReader(io.StringIO(text)):
+            try:
+                row = {key: float(value) for key, value in raw.items() if key is not None}
+                row["epoch"] = int(row["epoch"])
+            except (TypeError, ValueError, KeyError, OverflowError):
+                break
+            rows.append(row)
+        return rows
+
+    def frame(self):
+        """metrics.csv as a pandas DataFrame (empty, with the columns, if no epoch finished)."""
+        import pandas as pd
+
+        rows = self.rows()
+        return pd.DataFrame(rows) if rows else pd.DataFrame(columns=METRICS_COLUMNS)
+
+    def replace(self, rows: list[dict]) -> None:
+        """Replace metrics.csv with ``rows`` (reconciling it with last.pt's history)."""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "epoch": int(row["epoch"])})
+        atomic_write_text(self.path, out.getvalue())

@@ -258,7 +258,7 @@ def test_a_wrong_type_in_the_typer_layer_stays_a_short_usage_error(tmp_path):
     ("lr", "fast", "lr is 'fast', not float (or null)"),
     ("batch_size", 1.5, "batch_size is 1.5, not int"),
     ("lr", float("inf"), "--lr must be a finite number"),
-    ("optimizer", "rmsprop", "--optimizer must be one of sgd, adam, adamw"),
+    ("optimizer", "rmsprop", "optimizer is 'rmsprop', not one of sgd, adam, adamw"),
     ("name", "../../etc", "--name must be one plain name"),
     ("input_size", [1, 28], "input_size is [1, 28], not [channels, height, width]"),
 ])

@@ -254,6 +254,8 @@ def decode_forever(file, image_size):
         time.sleep(60)
 
 folder.decode_image = decode_forever
+if sys.argv.pop(1) == "watch only":  # prctl option 0 is no option: only the worker's own watch is left
+    folder.PR_SET_PDEATHSIG = 0
 sys.argv[0] = "cnnlab"
 cli.main()
 """
@@ -291,11 +293,12 @@ def wait_for(condition, what: str, process=None, limit_s: float = 120):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
-def test_a_build_stopped_by_a_signal_leaves_no_worker_and_no_folder(tmp_path, stop):
+@pytest.mark.parametrize("stop, workers_die_by", [(signal.SIGKILL, "PR_SET_PDEATHSIG"), (signal.SIGKILL, "watch only"),
+                                                   (signal.SIGTERM, "the builder"), (signal.SIGINT, "the builder")])
+def test_a_build_stopped_by_a_signal_leaves_no_worker_and_no_folder(tmp_path, stop, workers_die_by):
     write_noise_tree(tmp_path / "tree", classes=("a", "b"), per_class=3)
     caches = tmp_path / "data" / "imagefolder"
-    builder = processes.start(["-c", HANGING_BUILD, "train", "lenet", "--data", tmp_path / "tree",
+    builder = processes.start(["-c", HANGING_BUILD, workers_die_by, "train", "lenet", "--data", tmp_path / "tree",
                                "--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs",
                                "--device", "cpu", "--epochs", "1"])
     workers = set()
@@ -316,6 +319,9 @@ def test_a_build_stopped_by_a_signal_leaves_no_worker_and_no_folder(tmp_path, st
         assert builder.returncode == 143
         assert err.splitlines() == [err.strip()] and err.startswith("error: terminated while decoding 6 images")
         assert "nothing is kept" in err and "Traceback" not in err
+        assert list(caches.iterdir()) == []
+    elif stop == signal.SIGINT:  # Ctrl-C: the workers are stopped, not waited for
+        assert builder.returncode == 130 and err == "error: interrupted before training started\n"
         assert list(caches.iterdir()) == []
     else:
         assert builder.returncode == -signal.SIGKILL

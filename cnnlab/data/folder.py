@@ -73,7 +73,7 @@ def load_image_folder(root: Path, image_size: int, data_dir: Path) -> ImageDatas
     with local_main_first():  # under torchrun: one decode per machine
         remove_dead_builds(cache.parent)
         if checked_meta(cache, expected) is None:
-            build_cache(cache, key, samples, classes, train_count, image_size)
+            build_cache(cache, expected, [path for path, _ in samples])
     meta = checked_meta(cache, expected)
     if meta is None:  # only if another process damaged it between the build and this line
         raise DataMissing(f"the decode cache {cache} changed while it was read; run again")
@@ -204,26 +204,26 @@ def open_cache(cache: Path, count: int, image_size: int, meta: dict):
             (meta["train_pixel_sums"], meta["train_pixel_square_sums"]))
 
 
-def build_cache(cache: Path, key: str, samples, classes, train_count: int, image_size: int) -> None:
-    """Decode every image into a temporary directory beside ``cache``, then rename it into place.
-    SIGTERM stops the build in one line (TrainingInterrupted, exit code 143), leaving nothing."""
+def build_cache(cache: Path, expected: dict, files: list[str]) -> None:
+    """Decode ``files`` into a temporary directory beside ``cache``, then rename it into place;
+    its meta.json holds ``expected`` (see checked_meta) and the pixel sums. SIGTERM stops the
+    build in one line (TrainingInterrupted, exit code 143), leaving nothing."""
+    image_size = expected["image_size"]
     cache.parent.mkdir(parents=True, exist_ok=True)
-    check_disk_space(cache.parent, len(samples), image_size)
+    check_disk_space(cache.parent, len(files), image_size)
     building = cache.with_name(f"{cache.name}{BUILDING}{socket.gethostname()}-{os.getpid()}")
     try:
         with sigterm_raises():
             shutil.rmtree(building, ignore_errors=True)
             building.mkdir()
-            sums, square_sums = decode_into(building / IMAGES_FILE, [path for path, _ in samples], image_size,
-                                            train_rows=train_count)
-            meta = dict(key=key, version=CACHE_VERSION, image_size=image_size, train_rows=train_count,
-                        classes=classes, labels=[label for _, label in samples],
-                        train_pixel_sums=sums, train_pixel_square_sums=square_sums)
+            sums, square_sums = decode_into(building / IMAGES_FILE, files, image_size,
+                                            train_rows=expected["train_rows"])
+            meta = dict(expected, train_pixel_sums=sums, train_pixel_square_sums=square_sums)
             (building / META_FILE).write_text(json.dumps(meta))
         shutil.rmtree(cache, ignore_errors=True)  # a stale or broken cache of the same tree and size
         os.rename(building, cache)
     except Terminated:
-        raise TrainingInterrupted(f"terminated while decoding {len(samples):,} images into the cache, before "
+        raise TrainingInterrupted(f"terminated while decoding {len(files):,} images into the cache, before "
                                   f"anything else was written; nothing is kept (a run decodes them again)",
                                   signal.SIGTERM) from None
     finally:
@@ -324,18 +324,38 @@ def decode_into(path: Path, files: list[str], image_size: int, workers: int | No
     else:
         # fork: the workers need only PIL and numpy, and start in milliseconds instead of re-importing torch
         context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
-        others = set(active_children())  # processes not ours to kill
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=worker_started, initargs=(os.getpid(),))
+        others, pool = set(active_children()), None  # processes not ours to kill
         try:
-            parts = list(pool.map(decode_chunk, *zip(*chunks)))
+            with stop_signals_held():  # stopped while it starts, a pool can be left half made (a thread not started)
+                pool = ProcessPoolExecutor(workers, mp_context=context, initializer=worker_started,
+                                           initargs=(os.getpid(),))
+                results = pool.map(decode_chunk, *zip(*chunks))
+            parts = list(results)
         except BaseException:
             for worker in set(active_children()) - others:
                 worker.kill()
             raise
         finally:
-            pool.shutdown(cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
     sums, square_sums = ([sum(part[k][c] for part in parts) for c in range(3)] for k in (0, 1))
     return sums, square_sums
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def stop_signals_held():
+    """SIGINT and SIGTERM wait until the block is done (where the platform can hold them)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def worker_started(builder: int) -> None:
@@ -345,6 +365,8 @@ def worker_started(builder: int) -> None:
     with -9 leaves its workers waiting forever for chunks. Ctrl-C, which a terminal sends to
     every process of the job, is left to the builder, which stops the workers itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # a forked worker inherits the builder's held signals
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
     threading.Thread(target=exit_when_orphaned, args=(builder,), daemon=True).start()

@@ -11,9 +11,10 @@ trains, when it fits there. Resizing, normalisation and augmentation run per bat
     mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn
                     torchvision's sets, downloaded once into the data directory
     a directory     an ImageFolder tree (one sub-directory per class); with ``train/`` and
-                    ``test/`` (or ``val/``) sub-trees those are the splits, otherwise the
-                    same seeded stratified 80/20 split as digits. Decoded once, in parallel,
-                    into a memory-mapped cache in the data directory (cnnlab/data/folder.py)
+                    ``test/`` (or ``val/``, ``valid/``, ...) sub-trees those are the splits,
+                    otherwise the same seeded stratified 80/20 split as digits. Decoded once,
+                    in parallel, into a memory-mapped cache in the data directory
+                    (cnnlab/data/folder.py, which gives the rules)
 
 A set too big for the device's memory stays on the host and streams to the device batch by
 batch (cnnlab/data/placement.py); the loops read every split through ``batches``.

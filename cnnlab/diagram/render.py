@@ -74,7 +74,10 @@ def save_diagram(diagram: Diagram, out, fmt: str | None = None, dpi: int = 150) 
     if text is not None:
         out.write_text(text(diagram), encoding="utf-8")
     else:
-        figure(diagram, dpi).savefig(out, format=fmt, dpi=dpi)
+        from matplotlib import rc_context
+
+        with rc_context({"svg.fonttype": "none"}):  # SVG text stays text: searchable, editable, small
+            figure(diagram, dpi).savefig(out, format=fmt, dpi=dpi)
     return out
 
 

@@ -181,7 +181,7 @@ def draw(
 ):
     """Draw the architecture: one box per layer (kind, hyper-parameters, output shape, params),
     branches as branches, repeated blocks folded into 'x n', colours by kind."""
-    from cnnlab.diagram import diagram, diagram_format, save_diagram
+    from cnnlab.diagram import diagram_format, network_diagram, save_diagram
     from cnnlab.plots import DEFAULT_DPI
 
     fmt = format and format.value
@@ -189,7 +189,7 @@ def draw(
         out = Path(f"{Path(model).name.replace(':', '_')}.{fmt or 'svg'}")
     fmt = diagram_format(out, fmt)  # a bad extension fails before any work
     input_size, classes, options = model_request(model, input, classes, model_args, depth=depth)
-    picture = diagram(model, input_size, num_classes=classes, model_args=options, depth=depth, expand=expand,
+    picture = network_diagram(model, input_size, num_classes=classes, model_args=options, depth=depth, expand=expand,
                       unfold=parse_names(unfold) or ())
     typer.echo(f"wrote {save_diagram(picture, out, fmt, dpi=dpi or DEFAULT_DPI)}", err=True)
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cnnlab import summarize
 from cnnlab.cli import app
-from cnnlab.diagram import diagram, save_diagram
+from cnnlab import network_diagram, save_diagram  # the flat API
 from synthetic_runs import make_run
 
 runner = CliRunner()
@@ -29,7 +29,7 @@ def svg_boxes_and_text(path):
 
 @pytest.mark.parametrize("model", ["resnet18", "googlenet", "vgg16", "densenet_small"])
 def test_expanded_boxes_are_the_summary_layers_one_to_one(model, tmp_path):
-    picture = diagram(model, expand=True)
+    picture = network_diagram(model, expand=True)
     save_diagram(picture, tmp_path / "d.svg")
     drawn, text = svg_boxes_and_text(tmp_path / "d.svg")
     assert drawn == {box.id for box in picture.boxes}
@@ -45,7 +45,7 @@ def test_expanded_boxes_are_the_summary_layers_one_to_one(model, tmp_path):
 
 
 def test_googlenet_first_inception_is_four_branches_from_one_input_into_one_concat():
-    picture = diagram("googlenet", expand=True)
+    picture = network_diagram("googlenet", expand=True)
     concat = next(box for box in picture.boxes if box.name == "inception.3a.cat")
     group = next(g for g in picture.branch_groups() if g.join == concat.id)
     assert len(group.paths) == 4 and all(group.paths)  # 1x1, 3x3, 5x5 and pool paths, none empty
@@ -61,7 +61,7 @@ def test_resnet18_has_eight_adds_three_fed_by_a_projection():
     reference = torchvision.models.resnet18()
     blocks = [m for m in reference.modules() if isinstance(m, torchvision.models.resnet.BasicBlock)]
     projections = sum(block.downsample is not None for block in blocks)
-    picture = diagram("resnet18", expand=True)
+    picture = network_diagram("resnet18", expand=True)
     adds = [box for box in picture.boxes if box.kind == "add"]
     assert len(adds) == len(blocks) == 8
     groups = [g for g in picture.branch_groups() if g.join in {box.id for box in adds}]
@@ -77,7 +77,7 @@ def test_resnet18_has_eight_adds_three_fed_by_a_projection():
 
 def test_resnet152_folds_its_third_stage_into_one_downsampling_block_and_35(tmp_path):
     stage = torchvision.models.resnet152().layer3
-    picture = diagram("resnet152")
+    picture = network_diagram("resnet152")
     fold = next(f for f in picture.folds if f.blocks[0] == "layer3.1")
     assert fold.reason == "repeat" and len(fold.blocks) == len(stage) - 1 == 35
     box = picture.box(fold.box)
@@ -90,14 +90,14 @@ def test_resnet152_folds_its_third_stage_into_one_downsampling_block_and_35(tmp_
     save_diagram(picture, tmp_path / "r.svg")
     _, text = svg_boxes_and_text(tmp_path / "r.svg")
     assert "Bottleneck × 35" in text
-    assert len(diagram("resnet152", expand=True).folds) == 0
+    assert len(network_diagram("resnet152", expand=True).folds) == 0
 
 
 def test_densenet121_dense_blocks_show_their_concatenations():
     sizes = (6, 12, 24, 16)  # torchvision's densenet121 block_config
     reference = torchvision.models.densenet121()
     assert sum(1 for m in reference.modules() if isinstance(m, torchvision.models.densenet._DenseLayer)) == sum(sizes)
-    picture = diagram("densenet121")
+    picture = network_diagram("densenet121")
     concats = {box.id for box in picture.boxes if box.kind == "concat"}
     groups = [g for g in picture.branch_groups() if g.join in concats]
     assert len(groups) == len(concats) == sum(sizes)
@@ -109,11 +109,11 @@ def test_densenet121_dense_blocks_show_their_concatenations():
 
 
 def test_depth_folds_each_module_at_that_level_into_one_box(tmp_path):
-    picture = diagram("resnet18", depth=1)
+    picture = network_diagram("resnet18", depth=1)
     rows = summarize("resnet18").rows(depth=1)
     assert [box.name for box in picture.boxes[1:]] == [row.name for row in rows]
     assert [box.params for box in picture.boxes[1:]] == [row.params for row in rows]
-    opened = diagram("googlenet", depth=1, unfold=["inception.3a"])
+    opened = network_diagram("googlenet", depth=1, unfold=["inception.3a"])
     group = next(g for g in opened.branch_groups() if opened.box(g.join).name == "inception.3a.cat")
     assert len(group.paths) == 4
     assert any(box.label == "inception.3b: Inception" for box in opened.boxes)
@@ -122,7 +122,7 @@ def test_depth_folds_each_module_at_that_level_into_one_box(tmp_path):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pydot on a newer pyparsing
 def test_dot_parses_and_mermaid_has_one_node_line_per_box(tmp_path):
     pydot = pytest.importorskip("pydot")
-    picture = diagram("resnet18")
+    picture = network_diagram("resnet18")
     save_diagram(picture, tmp_path / "r.dot")
     save_diagram(picture, tmp_path / "r.mmd")
     (graph,) = pydot.graph_from_dot_file(str(tmp_path / "r.dot"))

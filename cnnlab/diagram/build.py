@@ -130,7 +130,7 @@ def _plain(items):
 # ---------------------------------------------------------------------------- entry point
 
 
-def diagram(model, input_size=None, *, num_classes: int | None = None, model_args=None,
+def network_diagram(model, input_size=None, *, num_classes: int | None = None, model_args=None,
             depth: int | None = None, expand: bool = False, unfold=()) -> Diagram:
     """The diagram of ``model``: a model name, a run directory (its model, options and input)
     or a built nn.Module (with ``input_size`` as (C, H, W)).

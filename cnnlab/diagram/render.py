@@ -245,30 +245,42 @@ class Layout:
         self.height = max(self._size(column)[1] for column in columns)
 
     def _columns(self, sequence: list) -> list[list]:
-        """The sequence cut into the number of columns that brings the page nearest PAGE_ASPECT;
-        a cut falls only between two boxes, never at a fork's paths or its join."""
-        cuttable = [i for i in range(1, len(sequence)) if not isinstance(sequence[i], Branches)
-                    and not isinstance(sequence[i - 1], Branches)]
-        total = self._size(sequence)[1]
+        """The sequence cut into the number of columns that brings the page nearest PAGE_ASPECT,
+        the columns as even as the cuts allow; a cut falls only between two boxes, never at a
+        fork's paths or its join."""
+        cuttable = {i for i in range(1, len(sequence)) if not isinstance(sequence[i], Branches)
+                    and not isinstance(sequence[i - 1], Branches)}
+        heights = [self._size(item)[1] for item in sequence]
+        widths = [self._size(item)[0] for item in sequence]
         best = None
         for count in range(1, 25):
-            columns = self._cut(sequence, cuttable, total / count)
-            width = sum(self._size(c)[0] for c in columns) + COLUMN_GAP * (len(columns) - 1)
-            height = max(self._size(c)[1] for c in columns)
+            cuts = self._even_cuts(heights, cuttable, count)
+            spans = list(zip([0, *cuts], [*cuts, len(sequence)]))
+            width = sum(max(widths[a:b]) for a, b in spans) + COLUMN_GAP * (len(spans) - 1)
+            height = max(sum(heights[a:b]) + GAP * (b - a - 1) for a, b in spans)
             score = abs(math.log(width / height / PAGE_ASPECT))
             if best is None or score < best[0]:
-                best = (score, columns)
+                best = (score, [sequence[a:b] for a, b in spans])
         return best[1]
 
-    def _cut(self, sequence, cuttable, target) -> list[list]:
-        columns, start, height = [], 0, 0.0
-        for i, item in enumerate(sequence):
-            item_height = self._size(item)[1]
-            if i in cuttable and height > 0 and height + item_height > target:
-                columns.append(sequence[start:i])
-                start, height = i, 0.0
-            height += item_height + GAP
-        return [*columns, sequence[start:]]
+    @staticmethod
+    def _even_cuts(heights, cuttable, count) -> list[int]:
+        """Where to cut so that at most ``count`` columns come out, each as short as can be:
+        the lowest column height for which cutting greedily needs no more columns."""
+        def greedy(limit):
+            cuts, height = [], 0.0
+            for i, item_height in enumerate(heights):
+                if i in cuttable and height > 0 and height + item_height > limit:
+                    cuts.append(i)
+                    height = 0.0
+                height += item_height + GAP
+            return cuts
+
+        low, high = max(heights), sum(heights) + GAP * len(heights)
+        for _ in range(40):
+            middle = (low + high) / 2
+            low, high = (low, middle) if len(greedy(middle)) < count else (middle, high)
+        return greedy(high)
 
     def route(self, edge) -> list[tuple[float, float]]:
         """The polyline of an edge, from the bottom of its source to the top of its target."""

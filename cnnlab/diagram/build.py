@@ -338,7 +338,7 @@ class _Builder:
         reason, names = fold
         first, last = self.records[names[0]], self.records[names[-1]]
         steps = [step for name in names for step in self.inside[name]]
-        layers = [name for name in self._covered(names)]
+        layers = self._covered(names)
         one = [self.labels[step.name][1] for step in self.inside[names[0]]
                if self.labels[step.name][0] in ("conv", "linear", "pool", "add", "concat", "gate")]
         if reason == "repeat":
@@ -351,12 +351,8 @@ class _Builder:
 
     def _covered(self, names: list[str]) -> list[str]:
         """The summary's rows (containers and layers) inside the folded modules, and themselves."""
-        covered = []
-        for record in self.summary.layers:
-            scope_names = record.name == names[0] or record.name in names
-            if scope_names or any(self._within(record.name, name) for name in names):
-                covered.append(record.name)
-        return covered
+        return [record.name for record in self.summary.layers
+                if record.name in names or any(self._within(record.name, name) for name in names)]
 
     def _within(self, row_name: str, container_name: str) -> bool:
         step = next((s for s in self.steps if s.name == row_name), None)

@@ -48,6 +48,15 @@ def reports_errors(command):
     return wrapper
 
 
+class DiagramFormat(str, Enum):
+    svg = "svg"
+    pdf = "pdf"
+    png = "png"
+    dot = "dot"
+    mmd = "mmd"
+    json = "json"
+
+
 class OutputFormat(str, Enum):
     table = "table"
     csv = "csv"
@@ -62,6 +71,14 @@ OutOption = Annotated[Optional[Path], typer.Option(
 FormatOption = Annotated[Optional[OutputFormat], typer.Option(
     "--format", "-f", show_default=False,
     help="table, csv, json or markdown (default: from --out's extension .csv, .json or .md, else a table).")]
+InputOption = Annotated[Optional[str], typer.Option(
+    "--input", "-i", help="Input size CxHxW, HxW or one side (default: the model's natural input).")]
+ClassesOption = Annotated[Optional[int], typer.Option(help="Number of classes.", show_default=False)]
+ModelArgsOption = Annotated[Optional[list[str]], typer.Option(
+    "--model-arg", show_default=False, metavar="KEY=VALUE",
+    help="A model option, e.g. width=0.5 or attention=se (repeat for several).")]
+DpiOption = Annotated[Optional[int], typer.Option(
+    min=30, max=1200, show_default=False, help="Image resolution in dots per inch (default: 150).")]
 DataDirOption = Annotated[Optional[Path], typer.Option(
     show_default=False, help="Where downloads go (default: $CNNLAB_DATA_DIR or ~/.cache/cnnlab).")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
@@ -112,9 +129,9 @@ def models(
 @reports_errors
 def summary(
     model: ModelArg,
-    input: Annotated[Optional[str], typer.Option(
-        "--input", "-i", help="Input size CxHxW, HxW or one side (default: the model's natural input).")] = None,
-    classes: Annotated[Optional[int], typer.Option(help="Number of classes.", show_default=False)] = None,
+    input: InputOption = None,
+    classes: ClassesOption = None,
+    model_args: ModelArgsOption = None,
     depth: Annotated[Optional[int], typer.Option(
         help="Nesting level shown; containers there add up their layers (default: all).", show_default=False)] = None,
     format: FormatOption = None,
@@ -123,19 +140,72 @@ def summary(
         "--explain", help="Show the arithmetic behind output sizes, parameters, MACs and fields.")] = False,
 ):
     """Show every layer's output shape, parameters, MACs and receptive field (size, jump, start)."""
-    from cnnlab.config import check_bounds
     from cnnlab.render import output_format, show
-    from cnnlab.summary import parse_input_size, render_table, summarize, to_csv, to_json
+    from cnnlab.summary import render_table, summarize, to_csv, to_json
 
     fmt = output_format(format and format.value, out, allowed=("table", "csv", "json"))
+    input_size, classes, options = model_request(model, input, classes, model_args, depth=depth)
+    result = summarize(model, input_size=input_size, num_classes=classes, model_args=options)
+    content = {"csv": lambda: to_csv(result, depth, explain), "json": lambda: to_json(result, depth),
+               "table": lambda: render_table(result, depth, explain)}[fmt]()
+    show(content, out)
+
+
+def model_request(model: str, input: Optional[str], classes: Optional[int], model_args: Optional[list[str]],
+                  depth: Optional[int] = None):
+    """--input, --classes and --model-arg of a command that builds MODEL, checked: (input size,
+    classes, model options); a run directory's options are its own, so they are passed on as given."""
+    from cnnlab.config import check_bounds
+    from cnnlab.summary import parse_input_size
+
     for name, value in (("--classes", classes), ("--depth", depth)):
         if value is not None:
             check_bounds(name, value, low=1, high=1_000_000)
     input_size = parse_input_size(input) if input is not None else None
-    result = summarize(model, input_size=input_size, num_classes=classes)
-    content = {"csv": lambda: to_csv(result, depth, explain), "json": lambda: to_json(result, depth),
-               "table": lambda: render_table(result, depth, explain)}[fmt]()
-    show(content, out)
+    if not model_args or "/" in model or Path(model).exists():
+        return input_size, classes, model_args or None
+    from cnnlab.models import model_options
+
+    return input_size, classes, model_options(model, model_args)
+
+
+@app.command()
+@reports_errors
+def draw(
+    model: Annotated[str, typer.Argument(
+        help="Model name (see 'cnnlab models'), torchvision:<name>, or a run directory (its model and input).")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", show_default=False,
+        help="File to write; the extension picks the format: .svg, .pdf, .png, .dot (Graphviz), .mmd "
+             "(Mermaid) or .json (the graph as data) (default: MODEL.svg).")] = None,
+    depth: Annotated[Optional[int], typer.Option(
+        show_default=False, help="Fold every module at this nesting level into one box (1: the model's "
+                                 "direct children, such as a ResNet stage or an Inception module).")] = None,
+    expand: Annotated[bool, typer.Option(
+        "--expand", help="Show every layer: no folding of repeated blocks into one 'x n' box.")] = False,
+    unfold: Annotated[Optional[str], typer.Option(
+        show_default=False, metavar="NAME[,NAME...]",
+        help="Show these modules layer by layer even where --depth or a repetition would fold them.")] = None,
+    input: InputOption = None,
+    classes: ClassesOption = None,
+    model_args: ModelArgsOption = None,
+    format: Annotated[Optional[DiagramFormat], typer.Option(
+        "--format", "-f", show_default=False, help="Write this format whatever the extension of --out.")] = None,
+    dpi: DpiOption = None,
+):
+    """Draw the architecture: one box per layer (kind, hyper-parameters, output shape, params),
+    branches as branches, repeated blocks folded into 'x n', colours by kind."""
+    from cnnlab.diagram import diagram_format, network_diagram, save_diagram
+    from cnnlab.plots import DEFAULT_DPI
+
+    fmt = format and format.value
+    if out is None:
+        out = Path(f"{Path(model).name.replace(':', '_')}.{fmt or 'svg'}")
+    fmt = diagram_format(out, fmt)  # a bad extension fails before any work
+    input_size, classes, options = model_request(model, input, classes, model_args, depth=depth)
+    picture = network_diagram(model, input_size, num_classes=classes, model_args=options, depth=depth, expand=expand,
+                      unfold=parse_names(unfold) or ())
+    typer.echo(f"wrote {save_diagram(picture, out, fmt, dpi=dpi or DEFAULT_DPI)}", err=True)
 
 
 class CheckpointChoice(str, Enum):
@@ -318,8 +388,6 @@ def echo_run_problem(message: str) -> None:
     typer.echo(f"warning: {message}", err=True)
 
 
-DpiOption = Annotated[Optional[int], typer.Option(
-    min=30, max=1200, show_default=False, help="Image resolution in dots per inch (default: 150).")]
 
 
 @app.command()

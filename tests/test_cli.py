@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ("models", "summary", "train", "eval", "plot", "compare", "show", "experiment")
+COMMANDS = ("models", "summary", "draw", "train", "eval", "plot", "compare", "show", "experiment")
 
 
 def cnnlab_executable() -> str:

@@ -88,15 +88,23 @@ class ModelSummary:
 
 
 def summarize(model_or_name, input_size=None, num_classes: int | None = None,
-              in_channels: int | None = None) -> ModelSummary:
+              in_channels: int | None = None, model_args: dict | None = None) -> ModelSummary:
     """Summarize a registered model (by name, built without initializing its weights) or a model
     instance (its weights are neither read nor copied).
 
     ``input_size`` is (C, H, W); for a model name also (H, W) or one side, and by default the
-    model's natural input. Raises InputTooSmall or InputSizeMismatch, naming the layer where
-    the input stops fitting and an input size that works.
+    model's natural input; ``model_args`` are a model name's options (see ``model_options``).
+    Raises InputTooSmall or InputSizeMismatch, naming the layer where the input stops fitting
+    and an input size that works.
     """
-    model, name, input_size, natural = _prepare(model_or_name, input_size, num_classes, in_channels)
+    return summarize_with_graph(model_or_name, input_size, num_classes, in_channels, model_args)[0]
+
+
+def summarize_with_graph(model_or_name, input_size=None, num_classes: int | None = None,
+                         in_channels: int | None = None, model_args: dict | None = None):
+    """The summary and the recorded forward pass it was measured on (its edges, for a diagram)."""
+    model, name, input_size, natural = _prepare(model_or_name, input_size, num_classes, in_channels,
+                                                model_args)
     recorder = Recorder(model)
     try:
         graph = recorder.record(input_size)
@@ -110,7 +118,7 @@ def summarize(model_or_name, input_size=None, num_classes: int | None = None,
         "so receptive fields are unavailable"]
     totals = _totals(recorder.model, layers, graph.steps, warnings)
     axes = ("d", "h", "w")[3 - (len(input_size) - 1):]
-    return ModelSummary(name, input_size, layers, totals, warnings, axes)
+    return ModelSummary(name, input_size, layers, totals, warnings, axes), graph
 
 
 MAX_INPUT_SIDE = 1 << 16  # past this, torch's own size arithmetic overflows (a stride of 10^11 does)
@@ -128,11 +136,11 @@ def parse_input_size(text: str) -> tuple[int, ...]:
     return size
 
 
-def _prepare(model_or_name, input_size, num_classes, in_channels):
+def _prepare(model_or_name, input_size, num_classes, in_channels, model_args):
     """The model to trace, its name, the full (C, H, W) input and its natural input."""
     if isinstance(model_or_name, nn.Module):
-        if num_classes is not None or in_channels is not None:
-            raise UsageError("num_classes and in_channels apply to a model name, not to a built model")
+        if num_classes is not None or in_channels is not None or model_args:
+            raise UsageError("num_classes, in_channels and model_args apply to a model name, not to a built model")
         if input_size is None or len(_as_size(input_size)) != 3:
             raise UsageError("a built model needs its input size as (C, H, W)")
         return model_or_name, type(model_or_name).__name__, _as_size(input_size), None
@@ -146,7 +154,7 @@ def _prepare(model_or_name, input_size, num_classes, in_channels):
     elif in_channels is not None and in_channels != size[0]:
         raise UsageError(f"in_channels={in_channels} disagrees with the input size {_shape(size)}")
     with uninitialized():
-        model = create_model(model_or_name, in_channels=size[0], num_classes=num_classes)
+        model = create_model(model_or_name, in_channels=size[0], num_classes=num_classes, **(model_args or {}))
     return model, model_or_name, size, (size[0], *spec.input_size[1:])
 
 

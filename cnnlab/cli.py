@@ -53,7 +53,8 @@ class OutputFormat(str, Enum):
 
 
 # the same flag means the same thing in every command
-ModelArg = Annotated[str, typer.Argument(help="Model name (see 'cnnlab models') or torchvision:<name>.")]
+MODEL_HELP = "Model name (see 'cnnlab models'), torchvision:<name>, or your own: FILE.py:Name or package.module:Name."
+ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP)]
 OutOption = Annotated[Optional[Path], typer.Option(
     "--out", "-o", show_default=False, help="Write to this file instead of the screen.")]
 FormatOption = Annotated[Optional[OutputFormat], typer.Option(
@@ -69,7 +70,8 @@ GpuOption = Annotated[Optional[int], typer.Option(
 @app.command()
 @reports_errors
 def models(
-    pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'resnet*'.")] = "*",
+    pattern: Annotated[str, typer.Argument(
+        help="Shell-style filter, e.g. 'resnet*'; one model's name (or FILE.py:Name) also lists its options.")] = "*",
     recipes: Annotated[bool, typer.Option(
         "--recipes", help="List the training recipes instead: what each sets, and for which models.")] = False,
     format: FormatOption = None,
@@ -85,13 +87,23 @@ def models(
 
         show(rows_as(describe_recipes(), fmt), out)
         return
-    from cnnlab.models import describe_models
+    from cnnlab.models import describe_models, option_rows
 
+    records = describe_models(pattern)
     rows = [dict(name=r.name, family=r.family, year=r.year, params=r.params,
                  input="x".join(map(str, r.input_size)), classes=r.num_classes, recipe=r.recipe,
-                 **({"description": r.description} if fmt in ("csv", "json") else {}))
-            for r in describe_models(pattern)]
-    show(rows_as(rows, fmt, right=("params", "classes")), out)
+                 **({"description": r.description, "options": " ".join(
+                     f"{o['option']}:{o['type']}={o['default']}" for o in option_rows(r))}
+                    if fmt in ("csv", "json") else {}))
+            for r in records]
+    content = rows_as(rows, fmt, right=("params", "classes"))
+    if [r.name for r in records] == [pattern] and fmt in ("table", "markdown"):  # one model: its options too
+        options = option_rows(records[0]) or [dict(option="(none)", type="", default="")]
+        listing = rows_as(options, fmt, title=f"--model-arg options of {pattern}")
+        from rich.console import Group
+
+        content = Group(content, listing) if fmt == "table" else f"{content}\n{listing}"
+    show(content, out)
 
 
 @app.command()
@@ -220,7 +232,7 @@ def build_train_command() -> None:
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                           annotation=Annotated[Optional[str], typer.Argument(
-                              show_default=False, metavar="MODEL", help="Model name (see 'cnnlab models') or torchvision:<name>.")]),
+                              show_default=False, metavar="MODEL", help=MODEL_HELP)]),
         *[config_parameter(f) for f in option_fields() if f.name != "model"],
         *[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
           for name, annotation, default in CLI_ONLY],

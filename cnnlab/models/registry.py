@@ -7,18 +7,24 @@ Builders are registered with a decorator in their family's module::
         return VGG(cfgs["D"], in_channels, num_classes, **kwargs)
 
 Every builder takes ``in_channels`` and ``num_classes``; the other keywords it accepts (the
-options a user may set, e.g. ``--model-arg width=0.5``) are declared with their types in
-``register_model(options=...)``, so ``model_options`` can check them before anything is built.
+options a user may set, e.g. ``--model-arg width=0.5``) are read from its signature and type
+hints (``signature_options``), following its ``**kwargs`` into the constructor it calls, so
+``model_options`` can check them before anything is built and no family restates them.
 ``torchvision:<name>`` builds any torchvision classification model (random weights) through the
 same ``create_model``; it takes no options (its builders forward unchecked keywords).
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import functools
 import fnmatch
+import inspect
 import re
+import textwrap
+import types
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
@@ -26,9 +32,49 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cnnlab.errors import UnknownModel, UsageError, first_line
+from cnnlab.errors import BadModelOption, UnknownModel, first_line
 
 TORCHVISION_PREFIX = "torchvision:"
+
+
+@dataclass(frozen=True)
+class ModelOption:
+    """One keyword a user may set with ``--model-arg KEY=VALUE``, read from the builder's (or
+    constructor's) signature and type hints."""
+
+    name: str
+    kind: type | None       # bool, int, float, str or tuple (of ints); None: any literal value
+    default: object         # REQUIRED when the keyword has no default
+    choices: tuple = ()     # from Literal[...]
+    optional: bool = False  # None is accepted (written "none")
+
+    def describe(self) -> str:
+        kind = "|".join(map(str, self.choices)) if self.choices else KIND_NAMES[self.kind]
+        return kind + ("|none" if self.optional else "")
+
+    def parse(self, model: str, text: str):
+        """``text`` as this option's value, or BadModelOption naming what it takes."""
+        text = text.strip()
+        if self.optional and text.lower() in ("none", "null"):
+            return None
+        if self.choices:
+            for choice in self.choices:
+                if text == str(choice):
+                    return choice
+            expected = "one of " + ", ".join(map(str, self.choices))
+        else:
+            value = _literal(text, self.kind)
+            if value is not _NOT_READ:
+                return value
+            expected = KIND_EXPECTED[self.kind]
+        raise BadModelOption(f"{model} option {self.name} takes {expected}; got {text!r}")
+
+
+REQUIRED = inspect.Parameter.empty
+KIND_NAMES = {bool: "bool", int: "int", float: "float", str: "str", tuple: "ints", None: "value"}
+KIND_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a word",
+                 tuple: "integers separated by commas, e.g. 3,3", None: "a value"}
+_NOT_READ = object()
 
 
 @dataclass(frozen=True)
@@ -42,26 +88,32 @@ class ModelSpec:
     input_size: tuple[int, int, int]  # natural (channels, height, width)
     num_classes: int  # natural number of classes (1000 for ImageNet models)
     description: str
-    options: dict[str, type]  # keyword -> type (bool, int, float, str or tuple of ints)
+
+    @functools.cached_property
+    def parameters(self) -> dict[str, ModelOption]:
+        """Every keyword the builder takes, ``in_channels`` and ``num_classes`` included."""
+        return signature_options(self.builder)
+
+    @property
+    def options(self) -> dict[str, ModelOption]:
+        """The keywords a user may set: all but the ones the data set decides."""
+        return {key: option for key, option in self.parameters.items() if key not in DATA_KEYWORDS}
 
 
-# the keywords every builder takes; the data set decides them, so they are not user options
+# the keywords every zoo builder takes; the data set decides them, so they are not user options
 DATA_KEYWORDS = ("in_channels", "num_classes")
-OPTION_TYPES = (bool, int, float, str, tuple)
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(family: str, year: int, input_size=(3, 224, 224), num_classes: int = 1000,
-                   options: dict[str, type] | None = None):
-    """Register the decorated builder under its function name; ``options`` lists the keywords
-    besides ``in_channels`` and ``num_classes`` it accepts, with their types."""
+def register_model(family: str, year: int, input_size=(3, 224, 224), num_classes: int = 1000):
+    """Register the decorated builder under its function name. Its options are its signature:
+    the keywords it names, and, where it hands ``**kwargs`` on to a constructor, that
+    constructor's keywords with a default which the builder does not set itself."""
 
     def decorator(builder):
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        if any(key in DATA_KEYWORDS or kind not in OPTION_TYPES for key, kind in (options or {}).items()):
-            raise ValueError(f"model {name!r}: options must be user keywords typed {OPTION_TYPES}")
         doc = (builder.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = ModelSpec(
             name=name,
@@ -71,11 +123,123 @@ def register_model(family: str, year: int, input_size=(3, 224, 224), num_classes
             input_size=tuple(input_size),
             num_classes=num_classes,
             description=doc[0] if doc else "",
-            options=dict(options or {}),
         )
         return builder
 
     return decorator
+
+
+def signature_options(target: Callable, defaulted_only: bool = False) -> dict[str, ModelOption]:
+    """The keywords ``target`` (a function or a class) accepts, typed from its hints (or, without
+    one, from the default's type). A function that passes ``**kwargs`` on to another callable
+    (``return VGG(16, in_channels, num_classes, batch_norm=True, **kwargs)``) also takes that
+    callable's keywords with a default, less those the call already sets. Keywords of other
+    types (a module, a function) cannot be written on a command line and are left out."""
+    target = inspect.unwrap(target)
+    function = target.__init__ if isinstance(target, type) else target
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return {}
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001  a hint naming what its module cannot resolve: use the defaults
+        hints = {}
+    options, forwards = {}, None
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            forwards = parameter.name
+        elif parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            if defaulted_only and parameter.default is REQUIRED:
+                continue
+            option = _option(parameter.name, hints.get(parameter.name), parameter.default)
+            if option is not None:
+                options[parameter.name] = option
+    forwarded = forwards and _forwarding_call(function, forwards)
+    if forwarded:
+        callee, already_set = forwarded
+        inherited = signature_options(callee, defaulted_only=True)
+        options = {**{k: v for k, v in inherited.items() if k not in already_set}, **options}
+    return options
+
+
+def _option(name: str, hint, default) -> ModelOption | None:
+    optional = default is None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        kinds = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        optional = optional or len(kinds) < len(typing.get_args(hint))
+        hint = kinds[0] if len(kinds) == 1 else None
+    if typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        return ModelOption(name, type(choices[0]), default, choices, optional)
+    if hint is None or hint is inspect.Parameter.empty:
+        hint = type(default) if default not in (REQUIRED, None) else None
+    kind = tuple if hint is tuple or typing.get_origin(hint) is tuple else hint
+    if kind not in KIND_NAMES:
+        return None
+    return ModelOption(name, kind, default, (), optional)
+
+
+def _forwarding_call(function, kwargs_name: str):
+    """(callee, names it sets) of the call in ``function``'s source that receives
+    ``**kwargs_name``, when the callee is a name of the function's module; else None."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and any(
+                keyword.arg is None and isinstance(keyword.value, ast.Name) and keyword.value.id == kwargs_name
+                for keyword in node.keywords)):
+            continue
+        callee = getattr(function, "__globals__", {}).get(node.func.id)
+        if not callable(callee):
+            return None
+        try:
+            leading = list(inspect.signature(callee).parameters)[:len(node.args)]
+        except (TypeError, ValueError):
+            return None
+        named = {keyword.arg for keyword in node.keywords if keyword.arg}
+        unpacked = [_constant_keys(keyword.value, function.__globals__) for keyword in node.keywords
+                    if keyword.arg is None and not (isinstance(keyword.value, ast.Name) and keyword.value.id == kwargs_name)]
+        return callee, {*leading, *named, *(key for keys in unpacked for key in keys)}
+    return None
+
+
+def _constant_keys(node, names: dict) -> set:
+    """The keys of a ``**CONFIGS["vgg16"]`` (or ``**NAME``) in a builder's call, read from its
+    module's table; nothing for anything else."""
+    if isinstance(node, ast.Name):
+        table = names.get(node.id)
+    elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and isinstance(node.slice, ast.Constant):
+        table = names.get(node.value.id, {}).get(node.slice.value) if isinstance(names.get(node.value.id), dict) else None
+    else:
+        table = None
+    return set(table) if isinstance(table, dict) else set()
+
+
+def _literal(text: str, kind):
+    """``text`` read as ``kind`` (None: whatever it reads as), or _NOT_READ."""
+    words = {"true": True, "yes": True, "false": False, "no": False}
+    if kind is bool:
+        return words.get(text.lower(), _NOT_READ)
+    if kind is str:
+        return text
+    if kind is tuple:
+        parts = [part.strip() for part in text.split(",")]
+        return tuple(int(p) for p in parts) if all(re.fullmatch(r"[+-]?\d+", p) for p in parts) else _NOT_READ
+    if kind is int:
+        return int(text) if re.fullmatch(r"[+-]?\d+", text) else _NOT_READ
+    if kind is float:
+        try:
+            return float(text)  # nan and inf too: the model says why it refuses them
+        except ValueError:
+            return _NOT_READ
+    for any_kind in (bool, int, float):  # kind None: the most specific reading
+        value = _literal(text, any_kind)
+        if value is not _NOT_READ:
+            return value
+    return _literal(text, tuple) if "," in text else text
 
 
 def _natural_key(name: str):
@@ -101,22 +265,38 @@ def _torchvision_names() -> list[str]:
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The registry entry for ``name`` (``torchvision:<name>`` included)."""
+    """The registry entry for ``name`` (``torchvision:<name>`` included), or the spec of a
+    user's network for a reference ``path/to/file.py:Name`` or ``package.module:Name``."""
+    from cnnlab.models.user import is_reference, user_spec
+
+    if is_reference(name):
+        return user_spec(name)
     if name.startswith(TORCHVISION_PREFIX):
         tv_name = name[len(TORCHVISION_PREFIX):]
         if tv_name not in _torchvision_names():
             raise _unknown(tv_name, _torchvision_names())
         side = 299 if tv_name == "inception_v3" else 224
         return ModelSpec(name, _torchvision_builder(tv_name), "torchvision", 0, (3, side, side), 1000,
-                         f"torchvision.models.{tv_name}, random weights", {})
+                         f"torchvision.models.{tv_name}, random weights")
     if name not in _REGISTRY:
         raise _unknown(name, _REGISTRY)
     return _REGISTRY[name]
 
 
-@functools.lru_cache(maxsize=None)
 def default_recipe(name: str) -> str:
-    """The training recipe (cnnlab/config.py's RECIPES) a model gets unless told otherwise."""
+    """The training recipe (cnnlab/config.py's RECIPES) a model gets unless told otherwise:
+    chosen by what the network contains (recipe_of), for a user's network as for the zoo."""
+    from cnnlab.models.user import is_reference
+
+    return _measured_recipe(name) if is_reference(name) else _zoo_recipe(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _zoo_recipe(name: str) -> str:
+    return _measured_recipe(name)
+
+
+def _measured_recipe(name: str) -> str:
     with uninitialized():
         return recipe_of(create_model(name), model_spec(name).input_size)
 
@@ -141,26 +321,42 @@ def create_model(name: str, in_channels: int | None = None, num_classes: int | N
     )
 
 
+# zoo names whose network changed since runs were recorded under them: name -> (a tensor of
+# the state dict, its first dimension in the old network, the model that builds the old one)
+RENAMED = {"alexnet": ("features.0.weight", 64, "alexnet_tv")}  # torchvision's AlexNet until 0.x
+
+
+def recorded_model(name: str, weights: dict | None) -> str:
+    """The model that rebuilds a run recorded as ``name`` with these ``weights`` (its state
+    dict): ``name`` itself, or the model that name meant when the run was recorded (a run of
+    ``alexnet`` from before it became the paper's network holds torchvision's variant)."""
+    if name in RENAMED and weights:
+        tensor, old_width, old_model = RENAMED[name]
+        shape = getattr(weights.get(tensor), "shape", None)
+        if shape and shape[0] == old_width:
+            return old_model
+    return name
+
+
 def model_options(name: str, pairs: list[str]) -> dict:
     """``["width=0.5", "attention=se"]`` -> ``{"width": 0.5, "attention": "se"}`` for model
     ``name``, checked: each pair is KEY=VALUE (split on the first "="), each key an option the
-    builder accepts, each value of its type. Values read as true/false/yes/no -> bool, integers,
-    floats, comma lists of integers (3,3) -> tuple, else text; an integer is accepted where a
-    float is expected and one integer where a tuple is. The model is then built once on the meta
-    device, so values the architecture refuses (width=0, attention=foo) are reported here,
-    before a run writes anything. Raises UsageError (one line) naming the accepted options."""
+    builder accepts, each value of the type its signature gives (see ModelOption.parse). The
+    model is then built once on the meta device, so values the architecture refuses (width=0,
+    attention=foo) are reported here, before a run writes anything. Raises BadModelOption (one
+    line) naming the accepted options."""
     spec = model_spec(name)
     options = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UsageError(f"model option {pair!r} is not KEY=VALUE, e.g. width=0.5")
+            raise BadModelOption(f"model option {pair!r} is not KEY=VALUE, e.g. width=0.5")
         if key in DATA_KEYWORDS:
-            raise UsageError(f"{key} is not a model option: the data set decides it")
+            raise BadModelOption(f"{key} is not a model option: the data set decides it")
         if key not in spec.options:
-            raise UsageError(f"{name} has no option {key!r}{_accepted(spec, key)}")
-        options[key] = _typed(name, key, spec.options[key], _parse_value(text))
+            raise BadModelOption(f"{spec.name} has no option {key!r}{_accepted(spec, key)}")
+        options[key] = spec.options[key].parse(spec.name, text)
     if options:
         _try_build(name, options)
     return options
@@ -171,38 +367,7 @@ def _accepted(spec: ModelSpec, key: str) -> str:
         return "; it takes no options"
     close = difflib.get_close_matches(key, list(spec.options), n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    return f"; {hint}it accepts {', '.join(f'{k} ({t.__name__})' for k, t in spec.options.items())}"
-
-
-def _parse_value(text: str):
-    text = text.strip()
-    words = {"true": True, "yes": True, "false": False, "no": False}
-    if text.lower() in words:
-        return words[text.lower()]
-    if "," in text:
-        parts = [part.strip() for part in text.split(",")]
-        if not all(re.fullmatch(r"[+-]?\d+", part) for part in parts):
-            raise UsageError(f"{text!r}: a comma list must be integers, e.g. 3,3")
-        return tuple(int(part) for part in parts)
-    for number in (int, float):
-        try:
-            return number(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _typed(name: str, key: str, kind: type, value):
-    """``value`` as the option's type, or UsageError."""
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is tuple and isinstance(value, int) and not isinstance(value, bool):
-        return (value,)
-    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
-        return value
-    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a word",
-                tuple: "integers separated by commas"}[kind]
-    raise UsageError(f"{name} option {key} takes {expected}; got {value!r}")
+    return f"; {hint}it accepts {', '.join(f'{k} ({o.describe()})' for k, o in spec.options.items())}"
 
 
 def _try_build(name: str, options: dict) -> None:
@@ -210,8 +375,10 @@ def _try_build(name: str, options: dict) -> None:
     try:
         with torch.device("meta"), uninitialized():
             create_model(name, **options)
+    except BadModelOption:
+        raise
     except (ValueError, TypeError, RuntimeError) as error:  # torch refusing a size or a probability
-        raise UsageError(f"{name} refuses {options}: {first_line(error)}") from None
+        raise BadModelOption(f"{name} refuses {options}: {first_line(error)}") from None
 
 
 def _torchvision_builder(tv_name: str):
@@ -239,7 +406,7 @@ def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
                 module.padding, module.dilation, module.groups, module.bias is not None,
                 module.padding_mode))
             return
-    raise ValueError("model has no Conv2d whose input channels could be changed")
+    raise BadModelOption("model has no Conv2d whose input channels could be changed")
 
 
 @contextmanager

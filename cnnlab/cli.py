@@ -67,6 +67,16 @@ GpuOption = Annotated[Optional[int], typer.Option(
     show_default=False, help="Use CUDA GPU N (the same as --device cuda:N).")]
 
 
+class ModelSource(str, Enum):
+    file = "file"
+    run = "run"
+
+
+MODEL_SOURCE_HELP = ("A run on your own network whose file changed or moved since training: build it "
+                     "from the current file, or from the copy kept in the run (runs that copy's code).")
+ModelSourceOption = Annotated[Optional[ModelSource], typer.Option(show_default=False, help=MODEL_SOURCE_HELP)]
+
+
 @app.command()
 @reports_errors
 def models(
@@ -171,6 +181,8 @@ CLI_ONLY = [  # options of the command line that are not training options
         rich_help_panel=STORE_PANEL, show_default=False, metavar="RUN",
         help="Continue RUN from its last finished epoch; only --epochs (up), --device/--gpu and --gpus may change.")],
      None),
+    ("model_source", Annotated[Optional[ModelSource], typer.Option(
+        rich_help_panel=STORE_PANEL, show_default=False, help="With --resume: " + MODEL_SOURCE_HELP)], None),
 ]
 
 
@@ -189,6 +201,9 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
              for p in ctx.command.params if is_given(ctx, p.name)}
     options = {name: getattr(value, "value", value) for name, value in options.items()}
     gpu, gpus, resume_from = options.pop("gpu"), options.pop("gpus"), options.pop("resume")
+    model_source = options.pop("model_source")
+    if model_source is not None and resume_from is None:
+        raise UsageError("--model-source applies to --resume RUN")
     if gpu is not None:
         if "device" in given:
             raise UsageError("give --gpu or --device, not both")
@@ -196,7 +211,7 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
     if gpus is not None and ("device" in given):
         raise UsageError("--gpus chooses the GPUs; leave out --device and --gpu")
     if resume_from is not None:
-        refused = [shown for name, shown in given.items() if name not in (*RESUMABLE, "resume", "gpus")]
+        refused = [shown for name, shown in given.items() if name not in (*RESUMABLE, "resume", "gpus", "model_source")]
         if refused:
             raise UsageError(f"--resume continues a run with its own options; {refused[0]} cannot be "
                              f"given (only --epochs, --device, --gpu and --gpus can)")
@@ -215,7 +230,7 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
         if resume_from is not None:
             from cnnlab.training import resume
 
-            resume(resume_from, **changes)
+            resume(resume_from, **changes, model_source=model_source)
         else:
             from cnnlab.training import train as train_model
 
@@ -288,6 +303,7 @@ def evaluate(
     device: DeviceOption = "auto",
     gpu: GpuOption = None,
     plot: Annotated[bool, typer.Option("--plot", help="Also draw the confusion matrix as confusion.png.")] = False,
+    model_source: ModelSourceOption = None,
 ):
     """Evaluate a run on a test split: loss, top-1 and top-5 accuracy, per-class precision,
     recall and accuracy, confusion matrix. Writes eval.csv and confusion.csv into the run."""
@@ -300,7 +316,8 @@ def evaluate(
 
         raise UsageError("give --gpu or --device, not both")
     result = evaluate_run(run, data, checkpoint=checkpoint.value, data_dir=data_dir,
-                          device=device if gpu is None else f"cuda:{gpu}", plot=plot)
+                          device=device if gpu is None else f"cuda:{gpu}", plot=plot,
+                          model_source=model_source and model_source.value)
     screen = console()
     screen.print(f"{result.checkpoint} (epoch {result.epoch}) on the {result.data} test split, "
                  f"{result.images} images")
@@ -415,8 +432,8 @@ def parse_names(text: Optional[str]) -> Optional[list[str]]:
 def show(
     what: Annotated[ShowView, typer.Argument(help="filters, activations, rf (receptive fields), cam (Grad-CAM) "
                                                   "or errors.")],
-    target: Annotated[str, typer.Argument(help="A run directory (its trained weights) or a model name "
-                                               "(random weights, or --weights imagenet).")],
+    target: Annotated[str, typer.Argument(help="A run directory (its trained weights) or a model name or "
+                                               "FILE.py:Name (random weights, or --weights imagenet).")],
     layer: Annotated[Optional[str], typer.Option(
         "--layer", "--layers", "-l", show_default=False, metavar="NAME[,NAME...]",
         help="Layers by their 'cnnlab summary' names, e.g. features.0 or layer1,layer4 (default: filters the "
@@ -444,6 +461,7 @@ def show(
     format: Annotated[NumbersFormat, typer.Option(
         "--format", "-f", help="The numbers drawn, written beside the figure with this extension.")] = NumbersFormat.csv,
     dpi: DpiOption = None,
+    model_source: ModelSourceOption = None,
 ):
     """Pictures of what a network sees and has learned: first-layer filters, feature maps,
     theoretical and effective receptive fields, Grad-CAM, misclassified test images."""
@@ -455,7 +473,8 @@ def show(
         image_format(out)  # a bad extension fails before any work
     dpi = dpi or DEFAULT_DPI
     subject = load_subject(target, checkpoint=checkpoint.value, weights=weights,
-                           input_size=parse_input_size(input) if input else None)
+                           input_size=parse_input_size(input) if input else None,
+                           model_source=model_source and model_source.value)
     layers = parse_names(layer)
     view = VIEWS[what.value]
     options = dict(filters=dict(layers=layers), activations=dict(image=image, layers=layers),

@@ -95,6 +95,8 @@ class RunRecord:
     git_commit: str | None = None
     created: str | None = None
     extended: list[dict] = field(default_factory=list)  # each resume that raised the epochs: from, to, when
+    # a user's network (options.model is FILE.py:Name): reference, file, sha256, copy (cnnlab.models.user)
+    model_source: dict | None = None
 
     def to_json(self) -> dict:
         """The flat layout of config.json: the options, then the rest."""

@@ -65,7 +65,8 @@ class OutputFormat(str, Enum):
 
 
 # the same flag means the same thing in every command
-ModelArg = Annotated[str, typer.Argument(help="Model name (see 'cnnlab models') or torchvision:<name>.")]
+MODEL_HELP = "Model name (see 'cnnlab models'), torchvision:<name>, or your own: FILE.py:Name or package.module:Name."
+ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP)]
 OutOption = Annotated[Optional[Path], typer.Option(
     "--out", "-o", show_default=False, help="Write to this file instead of the screen.")]
 FormatOption = Annotated[Optional[OutputFormat], typer.Option(
@@ -97,10 +98,21 @@ def chosen_device(device: str, gpu: Optional[int], device_given: bool) -> str:
     return f"cuda:{gpu}"
 
 
+class ModelSource(str, Enum):
+    file = "file"
+    run = "run"
+
+
+MODEL_SOURCE_HELP = ("A run on your own network whose file changed or moved since training: build it "
+                     "from the current file, or from the copy kept in the run (runs that copy's code).")
+ModelSourceOption = Annotated[Optional[ModelSource], typer.Option(show_default=False, help=MODEL_SOURCE_HELP)]
+
+
 @app.command()
 @reports_errors
 def models(
-    pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'resnet*'.")] = "*",
+    pattern: Annotated[str, typer.Argument(
+        help="Shell-style filter, e.g. 'resnet*'; one model's name (or FILE.py:Name) also lists its options.")] = "*",
     recipes: Annotated[bool, typer.Option(
         "--recipes", help="List the training recipes instead: what each sets, and for which models.")] = False,
     format: FormatOption = None,
@@ -116,13 +128,23 @@ def models(
 
         show(rows_as(describe_recipes(), fmt), out)
         return
-    from cnnlab.models import describe_models
+    from cnnlab.models import describe_models, option_rows
 
+    records = describe_models(pattern)
     rows = [dict(name=r.name, family=r.family, year=r.year, params=r.params,
                  input="x".join(map(str, r.input_size)), classes=r.num_classes, recipe=r.recipe,
-                 **({"description": r.description} if fmt in ("csv", "json") else {}))
-            for r in describe_models(pattern)]
-    show(rows_as(rows, fmt, right=("params", "classes")), out)
+                 **({"description": r.description, "options": " ".join(
+                     f"{o['option']}:{o['type']}={o['default']}" for o in option_rows(r))}
+                    if fmt in ("csv", "json") else {}))
+            for r in records]
+    content = rows_as(rows, fmt, right=("params", "classes"))
+    if [r.name for r in records] == [pattern] and fmt in ("table", "markdown"):  # one model: its options too
+        options = option_rows(records[0]) or [dict(option="(none)", type="", default="")]
+        listing = rows_as(options, fmt, title=f"--model-arg options of {pattern}")
+        from rich.console import Group
+
+        content = Group(content, listing) if fmt == "table" else f"{content}\n{listing}"
+    show(content, out)
 
 
 @app.command()
@@ -250,6 +272,8 @@ CLI_ONLY = [  # options of the command line that are not training options
         rich_help_panel=STORE_PANEL, show_default=False, metavar="RUN",
         help="Continue RUN from its last finished epoch; only --epochs (up), --device/--gpu and --gpus may change.")],
      None),
+    ("model_source", Annotated[Optional[ModelSource], typer.Option(
+        rich_help_panel=STORE_PANEL, show_default=False, help="With --resume: " + MODEL_SOURCE_HELP)], None),
 ]
 
 
@@ -268,12 +292,15 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
              for p in ctx.command.params if is_given(ctx, p.name)}
     options = {name: getattr(value, "value", value) for name, value in options.items()}
     gpu, gpus, resume_from = options.pop("gpu"), options.pop("gpus"), options.pop("resume")
+    model_source = options.pop("model_source")
+    if model_source is not None and resume_from is None:
+        raise UsageError("--model-source applies to --resume RUN")
     if gpu is not None:
         options["device"], given["device"] = chosen_device(options["device"], gpu, "device" in given), "--gpu"
     if gpus is not None and ("device" in given):
         raise UsageError("--gpus chooses the GPUs; leave out --device and --gpu")
     if resume_from is not None:
-        refused = [shown for name, shown in given.items() if name not in (*RESUMABLE, "resume", "gpus")]
+        refused = [shown for name, shown in given.items() if name not in (*RESUMABLE, "resume", "gpus", "model_source")]
         if refused:
             raise UsageError(f"--resume continues a run with its own options; {refused[0]} cannot be "
                              f"given (only --epochs, --device, --gpu and --gpus can)")
@@ -292,7 +319,7 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
         if resume_from is not None:
             from cnnlab.training import resume
 
-            resume(resume_from, **changes)
+            resume(resume_from, **changes, model_source=model_source)
         else:
             from cnnlab.training import train as train_model
 
@@ -307,7 +334,7 @@ def build_train_command() -> None:
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                           annotation=Annotated[Optional[str], typer.Argument(
-                              show_default=False, metavar="MODEL", help="Model name (see 'cnnlab models') or torchvision:<name>.")]),
+                              show_default=False, metavar="MODEL", help=MODEL_HELP)]),
         *config_parameters(leave_out=("model",)),
         *[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
           for name, annotation, default in CLI_ONLY],
@@ -363,6 +390,7 @@ def evaluate(
     device: DeviceOption = "auto",
     gpu: GpuOption = None,
     plot: Annotated[bool, typer.Option("--plot", help="Also draw the confusion matrix as confusion.png.")] = False,
+    model_source: ModelSourceOption = None,
 ):
     """Evaluate a run on a test split: loss, top-1 and top-5 accuracy, per-class precision,
     recall and accuracy, confusion matrix. Writes eval.csv and confusion.csv into the run."""
@@ -371,7 +399,8 @@ def evaluate(
     from cnnlab.render import console, rows_as
 
     result = evaluate_run(run, data, checkpoint=checkpoint.value, data_dir=data_dir,
-                          device=chosen_device(device, gpu, device != "auto"), plot=plot)
+                          device=chosen_device(device, gpu, device != "auto"), plot=plot,
+                          model_source=model_source and model_source.value)
     screen = console()
     screen.print(f"{result.checkpoint} (epoch {result.epoch}) on the {result.data} test split, "
                  f"{result.images} images")
@@ -484,8 +513,8 @@ def parse_names(text: Optional[str]) -> Optional[list[str]]:
 def show(
     what: Annotated[ShowView, typer.Argument(help="filters, activations, rf (receptive fields), cam (Grad-CAM) "
                                                   "or errors.")],
-    target: Annotated[str, typer.Argument(help="A run directory (its trained weights) or a model name "
-                                               "(random weights, or --weights imagenet).")],
+    target: Annotated[str, typer.Argument(help="A run directory (its trained weights) or a model name or "
+                                               "FILE.py:Name (random weights, or --weights imagenet).")],
     layer: Annotated[Optional[str], typer.Option(
         "--layer", "--layers", "-l", show_default=False, metavar="NAME[,NAME...]",
         help="Layers by their 'cnnlab summary' names, e.g. features.0 or layer1,layer4 (default: filters the "
@@ -513,6 +542,7 @@ def show(
     format: Annotated[NumbersFormat, typer.Option(
         "--format", "-f", help="The numbers drawn, written beside the figure with this extension.")] = NumbersFormat.csv,
     dpi: DpiOption = None,
+    model_source: ModelSourceOption = None,
 ):
     """Pictures of what a network sees and has learned: first-layer filters, feature maps,
     theoretical and effective receptive fields, Grad-CAM, misclassified test images."""
@@ -524,7 +554,8 @@ def show(
         image_format(out)  # a bad extension fails before any work
     dpi = dpi or DEFAULT_DPI
     subject = load_subject(target, checkpoint=checkpoint.value, weights=weights,
-                           input_size=parse_input_size(input) if input else None)
+                           input_size=parse_input_size(input) if input else None,
+                           model_source=model_source and model_source.value)
     layers = parse_names(layer)
     view = VIEWS[what.value]
     options = dict(filters=dict(layers=layers), activations=dict(image=image, layers=layers),

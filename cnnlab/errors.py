@@ -29,6 +29,11 @@ class UnknownModel(CnnlabError):
     pass
 
 
+class BadModelOption(UsageError):
+    """A model option (``--model-arg``) or a user's model that cannot be built as asked: what
+    every model constructor and the registry raise for a value they refuse."""
+
+
 class InputTooSmall(CnnlabError):
     pass
 

@@ -32,7 +32,7 @@ from torch import nn
 from cnnlab.data import BatchTransform, batches, load_dataset, permute_pixels
 from cnnlab.devices import Placement
 from cnnlab.errors import UnknownDataset, UsageError
-from cnnlab.models import create_model, model_options
+from cnnlab.models import create_model, model_options, rebuild_reference, recorded_model
 from cnnlab.runs import Checkpoint, Run, RunRecord, atomic_write_bytes, atomic_write_text, slugify
 
 EVAL_COLUMNS = ["class", "support", "loss", "accuracy", "top5_accuracy", "precision", "recall"]
@@ -80,10 +80,12 @@ class Trained:
         return dataset
 
 
-def load_trained(run_or_checkpoint, checkpoint: str = "last", device: str = "auto") -> Trained:
+def load_trained(run_or_checkpoint, checkpoint: str = "last", device: str = "auto",
+                 model_source: str | None = None) -> Trained:
     """The model of a run directory (its ``checkpoint``: last or best) or of a .pt file, with its
     weights, placed as it was trained (fp16 checkpoints evaluate in fp32, which runs anywhere).
-    A checkpoint that belongs to another run than the directory it is in is refused."""
+    A checkpoint that belongs to another run than the directory it is in is refused. A user's
+    network is rebuilt from its recorded file (``model_source``: see rebuild_reference)."""
     if checkpoint not in ("last", "best"):
         raise UsageError(f"checkpoint must be 'last' or 'best', not {checkpoint!r}")
     path = Path(run_or_checkpoint)
@@ -96,8 +98,10 @@ def load_trained(run_or_checkpoint, checkpoint: str = "last", device: str = "aut
     options = record.options
     placement = Placement.choose(device, "off" if options.amp == "fp16" else options.amp, options.channels_last)
     channels, height, width = record.input_size
-    model = create_model(record.model, in_channels=channels, num_classes=record.num_classes,
-                         **model_options(record.model, options.model_args or []))
+    model_name = recorded_model(rebuild_reference(record.model, record.model_source, checkpoint_path.parent,
+                                                  model_source), saved.model)
+    model = create_model(model_name, in_channels=channels, num_classes=record.num_classes,
+                         **model_options(model_name, options.model_args or []))
     saved.load_weights(model, checkpoint_path)
     return Trained(placement.place(model).eval(), record, placement,
                    BatchTransform((height, width), record.mean, record.std, device=placement.device,
@@ -106,13 +110,14 @@ def load_trained(run_or_checkpoint, checkpoint: str = "last", device: str = "aut
 
 
 def evaluate(run_or_checkpoint, data: str | None = None, *, checkpoint: str = "last",
-             data_dir=None, device: str = "auto", plot: bool = False, write: bool = True) -> EvalResult:
+             data_dir=None, device: str = "auto", plot: bool = False, write: bool = True,
+             model_source: str | None = None) -> EvalResult:
     """Evaluate ``run_or_checkpoint`` (a run directory or a .pt file) on a test split.
 
     ``checkpoint`` picks last.pt or best.pt of a run directory; ``data`` another data set
     with the same channels and classes (default: the run's own).
     """
-    trained = load_trained(run_or_checkpoint, checkpoint, device)
+    trained = load_trained(run_or_checkpoint, checkpoint, device, model_source)
     dataset = trained.test_split(data, data_dir)
     logits = predict_logits(trained.model, trained.placement, dataset.test_images, trained.transform,
                             trained.record.options.batch_size)

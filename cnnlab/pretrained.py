@@ -29,7 +29,7 @@ TENSORFLOW_SCALED = ("googlenet", "inception_v3")
 
 # cnnlab model -> torchvision model with the same parameters
 TORCHVISION_TWINS = {
-    "alexnet": "alexnet",
+    "alexnet_tv": "alexnet",
     **{name: name for name in ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn",
                                "vgg19_bn", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                "densenet121", "densenet161", "densenet169", "densenet201"]},

@@ -44,7 +44,8 @@ from cnnlab.data import BatchTransform, batches, default_data_dir, load_dataset,
 from cnnlab.devices import Placement
 from cnnlab.errors import (InputSizeMismatch, InputTooSmall, PeerFailed, RunInconsistent, RunWriteFailed,
                            TrainingDiverged, TrainingInterrupted)
-from cnnlab.models import create_model, default_recipe, model_options, model_spec
+from cnnlab.models import (create_model, default_recipe, model_options, model_spec, rebuild_reference, recorded_model,
+                           source_record)
 from cnnlab.models.blocks import AUX_LOSS_WEIGHT, AuxOutputs
 from cnnlab.progress import make_reporter
 from cnnlab.runs import Checkpoint, Run, RunRecord, atomic_write_text, name_taken, run_exists
@@ -61,30 +62,35 @@ def train(config: TrainConfig | None = None, *, progress: str = "auto") -> Run:
     return _train(config, progress)
 
 
-def resume(run, *, epochs: int | None = None, device: str | None = None, progress: str = "auto") -> Run:
+def resume(run, *, epochs: int | None = None, device: str | None = None, progress: str = "auto",
+           model_source: str | None = None) -> Run:
     """Continue ``run`` (a run directory) from its last finished epoch, with its own options;
     only ``epochs`` (the new total, never fewer than the finished epochs) and ``device`` may
-    change. Refuses, changing nothing, when the run's files do not add up."""
+    change. Refuses, changing nothing, when the run's files do not add up. A run on a user's
+    network whose file has changed needs ``model_source`` ("file" or "run"; see
+    cnnlab.models.user.rebuild_reference)."""
     run = Run.open(getattr(run, "path", run))
     changes = {name: value for name, value in dict(epochs=epochs, device=device).items() if value is not None}
-    return _train(run.read_record().options, progress, run, changes)
+    return _train(run.read_record().options, progress, run, changes, model_source)
 
 
-def _train(config: TrainConfig, progress: str, run: Run | None = None, changes: dict | None = None) -> Run:
+def _train(config: TrainConfig, progress: str, run: Run | None = None, changes: dict | None = None,
+           model_source: str | None = None) -> Run:
     """A new run (``run`` None) or ``run`` resumed with ``changes``; the run's lock is held
     from the first check to the end."""
     # 1) the processes and the device: one process, or one of several under torchrun
     world = distributed.join((changes or {}).get("device", config.device))
     try:
-        return _train_locked(world, config, progress, run, changes)
+        return _train_locked(world, config, progress, run, changes, model_source)
     finally:
         if run is not None:
             run.release()
 
 
-def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, changes: dict | None) -> Run:
+def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, changes: dict | None,
+                  model_source: str | None) -> Run:
     # 2) the run to continue: locked, checked and repaired from its last.pt before any slow work
-    last, record = None, None
+    last, record, model_name = None, None, config.model
     if run is not None:
         if world.is_main:
             run.open_for_writing()  # a second writer is refused
@@ -95,14 +101,16 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
         record = run.read_record()
         config = record.options.resumed(last.epoch if last else 0, **changes)
         config.device = str(world.device)
+        model_name = recorded_model(rebuild_reference(config.model, record.model_source, run.path, model_source),
+                                    last and last.model)
 
     # 3) the recipe, device, data, model, optimiser: everything that can fail, before anything is written
-    spec = model_spec(config.model)
-    given, config = config, config.with_recipe(spec.family, default_recipe(config.model))  # explicit options win
+    spec = model_spec(model_name)
+    given, config = config, config.with_recipe(spec.family, default_recipe(model_name))  # explicit options win
     recipe = config.recipe_values(spec.family)
     from_recipe = {name: getattr(config, name) for name in recipe
                    if name != "min_steps" and getattr(given, name) is None}
-    model_kwargs = model_options(config.model, config.model_args or [])
+    model_kwargs = model_options(model_name, config.model_args or [])
     world.local_batch(config.batch_size)  # --batch-size is global: it must split evenly
     placement = Placement.choose(world.device, config.amp, config.channels_last)
     config.amp, config.channels_last = placement.amp, placement.channels_last
@@ -113,7 +121,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     config.flip = dataset.flip_safe if config.flip is None else config.flip
     input_size = (dataset.channels, config.resize, config.resize)
     torch.manual_seed(config.seed)
-    model = create_model(config.model, in_channels=dataset.channels, num_classes=dataset.num_classes,
+    model = create_model(model_name, in_channels=dataset.channels, num_classes=dataset.num_classes,
                          **model_kwargs)
     if config.init != "default":
         INITS[config.init](model)
@@ -142,6 +150,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             if world.is_main:
                 config.name = run.name
                 record = describe_run(config, dataset, input_size, world, mean, std, summary.totals, from_recipe)
+                record = replace(record, model_source=source_record(config.model, run.path))
                 atomic_write_text(run.path / "summary.csv", to_csv(summary))
                 run.write_record(record)
         except BaseException:

@@ -25,7 +25,7 @@ from cnnlab.models.resnet import BasicBlock, Bottleneck
 
 # our name -> torchvision's name, for every model both have
 TORCHVISION_TWINS = {
-    "alexnet": "alexnet",
+    "alexnet_tv": "alexnet",
     **{name: name for name in ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn",
                                "vgg19_bn", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                "densenet121", "densenet161", "densenet169", "densenet201"]},
@@ -34,7 +34,7 @@ TORCHVISION_TWINS = {
 
 # torchvision's documented parameter counts (cnnlab's DESIGN.md), independent of the installed version
 PUBLISHED_TORCHVISION_PARAMS = {
-    "alexnet": 61_100_840, "vgg11": 132_863_336, "vgg16": 138_357_544, "vgg16_bn": 138_365_992,
+    "alexnet_tv": 61_100_840, "vgg11": 132_863_336, "vgg16": 138_357_544, "vgg16_bn": 138_365_992,
     "vgg19": 143_667_240, "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
     "resnet152": 60_192_808, "densenet121": 7_978_856, "densenet169": 14_149_480,
     "googlenet_tv": 6_624_904,

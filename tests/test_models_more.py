@@ -281,7 +281,8 @@ def test_googlenet_width_halves_every_block():
 
 @pytest.mark.parametrize("name, convolutions, first_linear", [
     ("lenet", [3, 8], (8 * 5 * 5, 120)),
-    ("alexnet", [32, 96, 192, 128, 128], (128 * 6 * 6, 4096)),
+    ("alexnet", [48, 128, 192, 192, 128], (128 * 6 * 6, 4096)),
+    ("alexnet_tv", [32, 96, 192, 128, 128], (128 * 6 * 6, 4096)),
     ("alexnet_2012", [48, 128, 192, 192, 128], (128 * 5 * 5, 4096)),
     ("zfnet", [48, 128, 192, 192, 128], (128 * 6 * 6, 4096)),
     ("nin", [48, 48, 48, 128, 128, 128, 192, 192, 192, 192, 192, 10], None),
@@ -357,19 +358,20 @@ def test_parsed_options_build_the_model():
 
 
 @pytest.mark.parametrize("name, pair, message", [
-    ("resnet18", "widht=0.5", r"resnet18 has no option 'widht'; did you mean width\? it accepts width \(float\), "
-                              r"attention \(str\), preactivation \(bool\)"),
-    ("preact_resnet18", "preactivation=no", "has no option 'preactivation'; it accepts width"),
+    ("resnet18", "widht=0.5", r"resnet18 has no option 'widht'; did you mean width\? it accepts attention "
+                              r"\(str\|none\), preactivation \(bool\), width \(float\)"),
+    ("preact_resnet18", "preactivation=no", "has no option 'preactivation'; it accepts attention"),
     ("vgg11_quarter", "width=0.5", "it accepts batch_norm .bool., dropout .float.$"),
     ("resnet18", "width", "'width' is not KEY=VALUE"),
     ("resnet18", "=0.5", "is not KEY=VALUE"),
     ("resnet18", "in_channels=1", "in_channels is not a model option: the data set decides it"),
     ("resnet18", "num_classes=10", "num_classes is not a model option"),
     ("resnet18", "width=wide", "resnet18 option width takes a number; got 'wide'"),
-    ("googlenet", "aux_logits=1", "option aux_logits takes true or false; got 1"),
-    ("googlenet", "dropout=yes", "takes a number; got True"),
-    ("resnet18", "attention=1", "takes a word"),
-    ("googlenet", "branch3_kernels=3,x", "a comma list must be integers"),
+    ("googlenet", "aux_logits=1", "option aux_logits takes true or false; got '1'"),
+    ("googlenet", "dropout=yes", "takes a number; got 'yes'"),
+    ("resnet18", "attention=1", "unknown attention '1'"),
+    ("lenet", "width=", "takes a number; got ''"),
+    ("googlenet", "branch3_kernels=3,x", "takes integers separated by commas, e.g. 3,3; got '3,x'"),
     ("mlp", "image_size=2.5", "takes an integer"),
     ("resnet18", "width=0", "width must be a positive finite number"),
     ("resnet18", "width=-1", "width must be a positive finite number"),
@@ -388,7 +390,8 @@ def test_bad_model_options_are_one_line_usage_errors(name, pair, message):
 
 OPTION_SAMPLES = dict(width="0.5", attention="se", preactivation="true", aux_logits="true", batch_norm="true",
                       branch3_kernels="3,3", dropout="0.1", reductions="false", compression="0.5",
-                      activation="relu", image_size="32", hidden="64,32")
+                      activation="relu", image_size="32", hidden="64,32", torchvision_pools="true",
+                      narrow_head="true", shortcut="none")
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -57,12 +57,15 @@ def test_lenet_and_alexnet_match_hand_derived_fields():
     # start 0.5 + 2·2 = 4.5; pool 2/2 -> 16, jump 4, start 5.5
     features = row(summarize("lenet"), "features")
     assert (features.rf_size, features.rf_jump, features.rf_start) == ((16, 16), (4, 4), (5.5, 5.5))
-    # AlexNet: conv 11/4 pad 2 -> 11, start 5 − 2 = 3; pool 3/2 -> 19, jump 8, start 7;
-    # conv 5 pad 2 -> 51; pool -> 67, jump 16, start 15; 3 convs 3 pad 1 -> 163; pool -> 195,
-    # jump 32, start 31
-    for name in ("alexnet", "torchvision:alexnet"):
+    # torchvision's AlexNet: conv 11/4 pad 2 -> 11, start 5 − 2 = 3; pool 3/2 -> 19, jump 8,
+    # start 7; conv 5 pad 2 -> 51; pool -> 67, jump 16, start 15; 3 convs 3 pad 1 -> 163;
+    # pool -> 195, jump 32, start 31
+    for name in ("alexnet_tv", "torchvision:alexnet"):
         pool5 = [r for r in summarize(name).layers if r.type == "MaxPool2d"][-1]
         assert (pool5.rf_size, pool5.rf_jump, pool5.rf_start) == ((195, 195), (32, 32), (31, 31))
+    # the paper's (stem unpadded): the same sizes and jumps, every start 2 pixels later
+    pool5 = [r for r in summarize("alexnet").layers if r.type == "MaxPool2d"][-1]
+    assert (pool5.rf_size, pool5.rf_jump, pool5.rf_start) == ((195, 195), (32, 32), (33, 33))
 
 
 def test_flatten_and_global_pooling_are_global():
@@ -227,7 +230,8 @@ def computed_region(record, axis: int, unit: int, extent: int):
 # model, module probed, input (C, H, W): large enough that the middle unit's window is not clipped
 PROBES = [
     ("lenet", "features", (1, 28, 28)),
-    ("alexnet", "features", (3, 256, 288)),
+    ("alexnet", "features", (3, 227, 259)),           # sides that every stride divides exactly
+    ("alexnet_tv", "features", (3, 256, 288)),
     ("vgg16", "features", (3, 256, 288)),
     ("googlenet", "inception.5b", (3, 768, 800)),     # 5x5 branches: 715
     ("googlenet_tv", "inception.5b", (3, 448, 480)),  # torchvision's 3x3 variant: 395

@@ -214,7 +214,7 @@ def test_errors_lists_exactly_the_images_evaluate_counts_wrong(digits_run):
 # ----------------------------------------------------------------------- pretrained weights
 
 TWINS = {  # cnnlab model -> (torchvision model, smallest side that gets through it)
-    "alexnet": ("alexnet", 63), "googlenet_tv": ("googlenet", 96),  # its pools differ from torchvision's at 32
+    "alexnet_tv": ("alexnet", 63), "googlenet_tv": ("googlenet", 96),  # its pools differ from torchvision's at 32
     **{name: (name, 32) for name in ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn",
                                      "vgg16_bn", "vgg19_bn", "resnet18", "resnet34", "resnet50",
                                      "resnet101", "resnet152", "densenet121", "densenet161",

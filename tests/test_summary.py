@@ -21,7 +21,7 @@ runner = CliRunner()
 
 # zoo name -> torchvision builder of the same architecture (googlenet_tv: torchvision's 3x3 variant)
 TORCHVISION_TWINS = {
-    "alexnet": torchvision.models.alexnet, "vgg11": torchvision.models.vgg11,
+    "alexnet_tv": torchvision.models.alexnet, "vgg11": torchvision.models.vgg11,
     "vgg16": torchvision.models.vgg16, "vgg16_bn": torchvision.models.vgg16_bn,
     "vgg19": torchvision.models.vgg19, "resnet18": torchvision.models.resnet18,
     "resnet34": torchvision.models.resnet34, "resnet50": torchvision.models.resnet50,
@@ -42,14 +42,14 @@ def test_parameter_counts_match_torchvision(name):
 
 
 def test_parameter_counts_match_the_design_reference():
-    expected = {"alexnet": 61_100_840, "vgg16": 138_357_544, "resnet50": 25_557_032,
+    expected = {"alexnet": 62_378_344, "alexnet_tv": 61_100_840, "vgg16": 138_357_544, "resnet50": 25_557_032,
                 "densenet121": 7_978_856, "googlenet_tv": 6_624_904}
     assert {name: summarize(name).totals.params for name in expected} == expected
 
 
 # torchvision's published "GFLOPS", which are multiply-accumulates, to their printed precision:
 # zoo name -> (torchvision name, figure)
-PUBLISHED_GMACS = {"alexnet": ("alexnet", "0.714"), "vgg16": ("vgg16", "15.47"),
+PUBLISHED_GMACS = {"alexnet_tv": ("alexnet", "0.714"), "vgg16": ("vgg16", "15.47"),
                    "resnet18": ("resnet18", "1.814"), "resnet50": ("resnet50", "4.089"),
                    "densenet121": ("densenet121", "2.834"), "googlenet_tv": ("googlenet", "1.498")}
 
@@ -219,7 +219,7 @@ def test_csv_has_one_row_per_layer_and_parses_with_pandas():
 
 
 def test_json_carries_rows_totals_and_warnings():
-    document = json.loads(to_json(summarize("alexnet"), depth=1))
+    document = json.loads(to_json(summarize("alexnet_tv"), depth=1))
     assert document["totals"]["params"] == 61_100_840
     assert document["input_size"] == [3, 224, 224] and document["warnings"] == []
     assert [layer["name"] for layer in document["layers"]] == ["features", "pool", "classifier"]
@@ -228,8 +228,19 @@ def test_json_carries_rows_totals_and_warnings():
 # ----------------------------------------------------------------------------------------- CLI
 
 
-def test_cli_table_with_explain_shows_the_arithmetic():
+def test_cli_explains_the_lecture_arithmetic_of_the_papers_alexnet():
+    """The seeds' AlexNet: 96 kernels of 11x11/4 on 227x227, (227 - 11)/4 + 1 = 55."""
     result = runner.invoke(app, ["summary", "alexnet", "--explain"])
+    assert result.exit_code == 0, result.output
+    assert "(227 − 11)/4 + 1 = 55" in result.output
+    assert "11·11·3·96 + 96 = 34,944" in result.output
+    assert "96×55×55" in result.output and "62,378,344" in result.output
+    first_conv = summarize("alexnet").layers[1]
+    assert first_conv.output_shape == (96, 55, 55) and first_conv.params == 34_944
+
+
+def test_cli_table_with_explain_shows_the_arithmetic():
+    result = runner.invoke(app, ["summary", "alexnet_tv", "--explain"])
     assert result.exit_code == 0, result.output
     assert "(224 − 11 + 2·2)/4 + 1 = 55" in result.output       # output size of conv1
     assert "11·11·3·64 + 64 = 23,296" in result.output          # its parameters

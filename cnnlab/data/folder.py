@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.data import ImageDataset, stratified_split
+from cnnlab.data.datasets import ImageDataset, stratified_split
 from cnnlab.distributed import local_main_first
 from cnnlab.errors import DataMissing, DataTooLarge, TrainingInterrupted, UnknownDataset, first_line
 from cnnlab.threads import available_cores

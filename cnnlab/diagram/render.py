@@ -15,7 +15,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnlab.diagram.build import INPUT, Branches, Diagram, shape_text
+from cnnlab.diagram.build import Branches, Diagram, shape_text
 from cnnlab.errors import UsageError
 
 DIAGRAM_FORMATS = {".svg": "svg", ".pdf": "pdf", ".png": "png", ".dot": "dot", ".gv": "dot",

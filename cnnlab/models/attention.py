@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from cnnlab.errors import UsageError
+from cnnlab.errors import BadModelOption
 
 
 def bottleneck_mlp(channels: int, reduction: int) -> nn.Sequential:
@@ -94,5 +94,5 @@ def attention_layer(name: str | None, channels: int) -> nn.Module:
     if name is None:
         return nn.Identity()
     if name not in ATTENTION:
-        raise UsageError(f"unknown attention {name!r}; choose one of {', '.join(ATTENTION)}")
+        raise BadModelOption(f"unknown attention {name!r}; choose one of {', '.join(ATTENTION)}")
     return ATTENTION[name](channels)

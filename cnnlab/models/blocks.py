@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from cnnlab.errors import UsageError
+from cnnlab.errors import BadModelOption
 
 # activation name -> layer class, so configs can say "relu" or "sigmoid"
 ACTIVATIONS = dict(relu=nn.ReLU, sigmoid=nn.Sigmoid, tanh=nn.Tanh)
@@ -16,9 +16,9 @@ def scaled(channels: int, width: float) -> int:
     """``channels`` times the width multiplier, to the nearest integer (halves round up) and at
     least 1. Rounding rather than truncating keeps 96 x (1/3) at 32 despite floating point; at
     the d2l ratios (width 1/2, 1/4, ...) of power-of-two widths it is d2l's ``channels // ratio``.
-    Raises UsageError for a width that is not a positive finite number."""
+    Raises BadModelOption for a width that is not a positive finite number."""
     if isinstance(width, bool) or not isinstance(width, Real) or not math.isfinite(width) or width <= 0:
-        raise UsageError(f"width must be a positive finite number, e.g. 0.5 or 2; got {width!r}")
+        raise BadModelOption(f"width must be a positive finite number, e.g. 0.5 or 2; got {width!r}")
     return max(1, math.floor(channels * width + 0.5))
 
 

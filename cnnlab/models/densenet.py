@@ -86,34 +86,31 @@ class DenseNet(nn.Module):
         return self.head(x)   # N x num_classes
 
 
-OPTIONS = dict(width=float, compression=float)
-
-
-@register_model(family="DenseNet", year=2016, options=OPTIONS)
+@register_model(family="DenseNet", year=2016)
 def densenet121(in_channels=3, num_classes=1000, **kwargs):
     """DenseNet-121: growth 32, blocks of 6-12-24-16 layers."""
     return DenseNet(in_channels, num_classes, **CONFIGS["densenet121"], **kwargs)
 
 
-@register_model(family="DenseNet", year=2016, options=OPTIONS)
+@register_model(family="DenseNet", year=2016)
 def densenet161(in_channels=3, num_classes=1000, **kwargs):
     """DenseNet-161: growth 48, blocks of 6-12-36-24 layers, 96 stem channels."""
     return DenseNet(in_channels, num_classes, **CONFIGS["densenet161"], **kwargs)
 
 
-@register_model(family="DenseNet", year=2016, options=OPTIONS)
+@register_model(family="DenseNet", year=2016)
 def densenet169(in_channels=3, num_classes=1000, **kwargs):
     """DenseNet-169: growth 32, blocks of 6-12-32-32 layers."""
     return DenseNet(in_channels, num_classes, **CONFIGS["densenet169"], **kwargs)
 
 
-@register_model(family="DenseNet", year=2016, options=OPTIONS)
+@register_model(family="DenseNet", year=2016)
 def densenet201(in_channels=3, num_classes=1000, **kwargs):
     """DenseNet-201: growth 32, blocks of 6-12-48-32 layers."""
     return DenseNet(in_channels, num_classes, **CONFIGS["densenet201"], **kwargs)
 
 
-@register_model(family="DenseNet", year=2016, input_size=(1, 96, 96), num_classes=10, options=OPTIONS)
+@register_model(family="DenseNet", year=2016, input_size=(1, 96, 96), num_classes=10)
 def densenet_small(in_channels=1, num_classes=10, **kwargs):
     """d2l's small DenseNet: four blocks of four 3x3 layers, growth 32, no bottleneck."""
     return DenseNet(in_channels, num_classes, **CONFIGS["densenet_small"], **kwargs)

@@ -168,34 +168,26 @@ class GoogLeNet(nn.Module):
         return AuxOutputs(logits, (aux_4a, aux_4d)) if with_aux else logits
 
 
-# the options each builder leaves to the user (the others it fixes)
-OPTIONS = dict(width=float, aux_logits=bool, batch_norm=bool, branch3_kernels=tuple, dropout=float,
-               reductions=bool)
-NAIVE_OPTIONS = dict(width=float, aux_logits=bool, batch_norm=bool, branch3_kernels=tuple, dropout=float)
-TORCHVISION_OPTIONS = dict(width=float, aux_logits=bool, reductions=bool)
-
-
-@register_model(family="GoogLeNet", year=2014, options=OPTIONS)
+@register_model(family="GoogLeNet", year=2014)
 def googlenet(in_channels=3, num_classes=1000, **kwargs):
     """GoogLeNet as in the paper (5x5 third branch, no BatchNorm); aux_logits=True adds the side heads."""
     return GoogLeNet(in_channels, num_classes, **kwargs)
 
 
-@register_model(family="GoogLeNet", year=2014, options=NAIVE_OPTIONS)
+@register_model(family="GoogLeNet", year=2014)
 def googlenet_naive(in_channels=3, num_classes=1000, **kwargs):
     """GoogLeNet with naive Inception modules: no 1x1 reduction before the 3x3 and 5x5 (Fig. 2a)."""
     return GoogLeNet(in_channels, num_classes, reductions=False, **kwargs)
 
 
-@register_model(family="GoogLeNet", year=2014, options=TORCHVISION_OPTIONS)
+@register_model(family="GoogLeNet", year=2014)
 def googlenet_tv(in_channels=3, num_classes=1000, **kwargs):
     """GoogLeNet as torchvision builds it: BatchNorm and a 3x3 where the paper has the 5x5."""
     return GoogLeNet(in_channels, num_classes, batch_norm=True, branch3_kernels=(3,), dropout=0.2,
                      torchvision_pools=True, **kwargs)
 
 
-@register_model(family="GoogLeNet", year=2014,
-                options={key: kind for key, kind in OPTIONS.items() if key != "branch3_kernels"})
+@register_model(family="GoogLeNet", year=2014)
 def googlenet_factorised(in_channels=3, num_classes=1000, **kwargs):
     """GoogLeNet with each 5x5 of the third branch factorised into two 3x3 (Inception v2's idea)."""
     return GoogLeNet(in_channels, num_classes, branch3_kernels=(3, 3), **kwargs)

@@ -9,7 +9,7 @@ keep their 120 and 84 units.
 
 from torch import nn
 
-from cnnlab.errors import UsageError
+from cnnlab.errors import BadModelOption
 from cnnlab.models.blocks import ACTIVATIONS, scaled
 from cnnlab.models.registry import register_model
 
@@ -19,7 +19,7 @@ class LeNet5(nn.Module):
                  width: float = 1.0):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise UsageError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+            raise BadModelOption(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         act = ACTIVATIONS[activation]
         c1, c2 = scaled(6, width), scaled(16, width)
         self.features = nn.Sequential(
@@ -39,15 +39,13 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model(family="LeNet", year=1998, input_size=(1, 28, 28), num_classes=10,
-                options=dict(width=float, activation=str))
+@register_model(family="LeNet", year=1998, input_size=(1, 28, 28), num_classes=10)
 def lenet(in_channels=1, num_classes=10, **kwargs):
     """LeNet-5 with sigmoid activations and average pooling (d2l's version)."""
     return LeNet5(in_channels, num_classes, **kwargs)
 
 
-@register_model(family="LeNet", year=1998, input_size=(1, 28, 28), num_classes=10,
-                options=dict(width=float))
+@register_model(family="LeNet", year=1998, input_size=(1, 28, 28), num_classes=10)
 def lenet_relu(in_channels=1, num_classes=10, **kwargs):
     """LeNet-5 with ReLU activations: the same shape, trains faster."""
     return LeNet5(in_channels, num_classes, activation="relu", **kwargs)

@@ -22,8 +22,7 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
-@register_model(family="MLP", year=1986, input_size=(1, 28, 28), num_classes=10,
-                options=dict(image_size=int, hidden=tuple))
+@register_model(family="MLP", year=1986, input_size=(1, 28, 28), num_classes=10)
 def mlp(in_channels=1, num_classes=10, **kwargs):
     """Multilayer perceptron, one hidden layer of 256 units (baseline)."""
     return MLP(in_channels, num_classes, **kwargs)

@@ -84,15 +84,13 @@ class ResidualMNIST(nn.Module):
         return self.fc(x)                # N x num_classes (from 512 features)
 
 
-@register_model(family="MNIST course", year=2020, input_size=(1, 28, 28), num_classes=10,
-                options=dict(width=float))
+@register_model(family="MNIST course", year=2020, input_size=(1, 28, 28), num_classes=10)
 def mnist_inception(in_channels=1, num_classes=10, **kwargs):
     """Two convolutions each followed by a small Inception block (Liu Er's course); 28x28 input."""
     return InceptionMNIST(in_channels, num_classes, **kwargs)
 
 
-@register_model(family="MNIST course", year=2020, input_size=(1, 28, 28), num_classes=10,
-                options=dict(width=float))
+@register_model(family="MNIST course", year=2020, input_size=(1, 28, 28), num_classes=10)
 def mnist_resnet(in_channels=1, num_classes=10, **kwargs):
     """Two convolutions each followed by a residual block (Liu Er's course); 28x28 input."""
     return ResidualMNIST(in_channels, num_classes, **kwargs)

@@ -60,15 +60,13 @@ class NiN(nn.Module):
         return self.head(x)    # N x num_classes: one averaged map per class
 
 
-@register_model(family="NiN", year=2013, input_size=(1, 224, 224), num_classes=10,
-                options=dict(width=float, dropout=float))
+@register_model(family="NiN", year=2013, input_size=(1, 224, 224), num_classes=10)
 def nin(in_channels=1, num_classes=10, **kwargs):
     """Network in Network, its class block as the paper's ImageNet model, without a ReLU on the class maps."""
     return NiN(in_channels, num_classes, **kwargs)
 
 
-@register_model(family="NiN", year=2013, input_size=(1, 224, 224), num_classes=10,
-                options=dict(width=float, dropout=float))
+@register_model(family="NiN", year=2013, input_size=(1, 224, 224), num_classes=10)
 def nin_d2l(in_channels=1, num_classes=10, **kwargs):
     """Network in Network exactly as d2l builds it: a class block one channel per class, all ReLU."""
     return NiN(in_channels, num_classes, narrow_head=True, **kwargs)

@@ -7,8 +7,9 @@ Builders are registered with a decorator in their family's module::
         return VGG(cfgs["D"], in_channels, num_classes, **kwargs)
 
 Every builder takes ``in_channels`` and ``num_classes``; the other keywords it accepts (the
-options a user may set, e.g. ``--model-arg width=0.5``) are declared with their types in
-``register_model(options=...)``, so ``model_options`` can check them before anything is built.
+options a user may set, e.g. ``--model-arg width=0.5``) are read from its signature and type
+hints (``signature_options``), following its ``**kwargs`` into the constructor it calls, so
+``model_options`` can check them before anything is built and no family restates them.
 ``torchvision:<name>`` builds any torchvision classification model (random weights) through the
 same ``create_model``; it takes no options (its builders forward unchecked keywords).
 """
@@ -19,49 +20,29 @@ import difflib
 import functools
 import fnmatch
 import re
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
-from cnnlab.errors import UnknownModel, UsageError, first_line
+from cnnlab.errors import BadModelOption, UnknownModel, first_line
+from cnnlab.models.signature import DATA_KEYWORDS, ModelSpec, uninitialized
+from cnnlab.models.user import is_reference, user_spec
 
 TORCHVISION_PREFIX = "torchvision:"
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the registry knows about a model before building it."""
-
-    name: str
-    builder: Callable[..., nn.Module]
-    family: str
-    year: int
-    input_size: tuple[int, int, int]  # natural (channels, height, width)
-    num_classes: int  # natural number of classes (1000 for ImageNet models)
-    description: str
-    options: dict[str, type]  # keyword -> type (bool, int, float, str or tuple of ints)
-
-
-# the keywords every builder takes; the data set decides them, so they are not user options
-DATA_KEYWORDS = ("in_channels", "num_classes")
-OPTION_TYPES = (bool, int, float, str, tuple)
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(family: str, year: int, input_size=(3, 224, 224), num_classes: int = 1000,
-                   options: dict[str, type] | None = None):
-    """Register the decorated builder under its function name; ``options`` lists the keywords
-    besides ``in_channels`` and ``num_classes`` it accepts, with their types."""
+def register_model(family: str, year: int, input_size=(3, 224, 224), num_classes: int = 1000):
+    """Register the decorated builder under its function name. Its options are its signature:
+    the keywords it names, and, where it hands ``**kwargs`` on to a constructor, that
+    constructor's keywords with a default which the builder does not set itself."""
 
     def decorator(builder):
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        if any(key in DATA_KEYWORDS or kind not in OPTION_TYPES for key, kind in (options or {}).items()):
-            raise ValueError(f"model {name!r}: options must be user keywords typed {OPTION_TYPES}")
         doc = (builder.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = ModelSpec(
             name=name,
@@ -71,7 +52,6 @@ def register_model(family: str, year: int, input_size=(3, 224, 224), num_classes
             input_size=tuple(input_size),
             num_classes=num_classes,
             description=doc[0] if doc else "",
-            options=dict(options or {}),
         )
         return builder
 
@@ -101,22 +81,36 @@ def _torchvision_names() -> list[str]:
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The registry entry for ``name`` (``torchvision:<name>`` included)."""
+    """The registry entry for ``name`` (``torchvision:<name>`` included), or the spec of a
+    user's network for a reference ``path/to/file.py:Name`` or ``package.module:Name``."""
+
+    if is_reference(name):
+        return user_spec(name)
     if name.startswith(TORCHVISION_PREFIX):
         tv_name = name[len(TORCHVISION_PREFIX):]
         if tv_name not in _torchvision_names():
             raise _unknown(tv_name, _torchvision_names())
         side = 299 if tv_name == "inception_v3" else 224
         return ModelSpec(name, _torchvision_builder(tv_name), "torchvision", 0, (3, side, side), 1000,
-                         f"torchvision.models.{tv_name}, random weights", {})
+                         f"torchvision.models.{tv_name}, random weights")
     if name not in _REGISTRY:
         raise _unknown(name, _REGISTRY)
     return _REGISTRY[name]
 
 
-@functools.lru_cache(maxsize=None)
 def default_recipe(name: str) -> str:
-    """The training recipe (cnnlab/config.py's RECIPES) a model gets unless told otherwise."""
+    """The training recipe (cnnlab/config.py's RECIPES) a model gets unless told otherwise:
+    chosen by what the network contains (recipe_of), for a user's network as for the zoo."""
+
+    return _measured_recipe(name) if is_reference(name) else _zoo_recipe(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _zoo_recipe(name: str) -> str:
+    return _measured_recipe(name)
+
+
+def _measured_recipe(name: str) -> str:
     with uninitialized():
         return recipe_of(create_model(name), model_spec(name).input_size)
 
@@ -141,26 +135,42 @@ def create_model(name: str, in_channels: int | None = None, num_classes: int | N
     )
 
 
+# zoo names whose network changed since runs were recorded under them: name -> (a tensor of
+# the state dict, its first dimension in the old network, the model that builds the old one)
+RENAMED = {"alexnet": ("features.0.weight", 64, "alexnet_tv")}  # torchvision's AlexNet until 0.x
+
+
+def recorded_model(name: str, weights: dict | None) -> str:
+    """The model that rebuilds a run recorded as ``name`` with these ``weights`` (its state
+    dict): ``name`` itself, or the model that name meant when the run was recorded (a run of
+    ``alexnet`` from before it became the paper's network holds torchvision's variant)."""
+    if name in RENAMED and weights:
+        tensor, old_width, old_model = RENAMED[name]
+        shape = getattr(weights.get(tensor), "shape", None)
+        if shape and shape[0] == old_width:
+            return old_model
+    return name
+
+
 def model_options(name: str, pairs: list[str]) -> dict:
     """``["width=0.5", "attention=se"]`` -> ``{"width": 0.5, "attention": "se"}`` for model
     ``name``, checked: each pair is KEY=VALUE (split on the first "="), each key an option the
-    builder accepts, each value of its type. Values read as true/false/yes/no -> bool, integers,
-    floats, comma lists of integers (3,3) -> tuple, else text; an integer is accepted where a
-    float is expected and one integer where a tuple is. The model is then built once on the meta
-    device, so values the architecture refuses (width=0, attention=foo) are reported here,
-    before a run writes anything. Raises UsageError (one line) naming the accepted options."""
+    builder accepts, each value of the type its signature gives (see ModelOption.parse). The
+    model is then built once on the meta device, so values the architecture refuses (width=0,
+    attention=foo) are reported here, before a run writes anything. Raises BadModelOption (one
+    line) naming the accepted options."""
     spec = model_spec(name)
     options = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UsageError(f"model option {pair!r} is not KEY=VALUE, e.g. width=0.5")
+            raise BadModelOption(f"model option {pair!r} is not KEY=VALUE, e.g. width=0.5")
         if key in DATA_KEYWORDS:
-            raise UsageError(f"{key} is not a model option: the data set decides it")
+            raise BadModelOption(f"{key} is not a model option: the data set decides it")
         if key not in spec.options:
-            raise UsageError(f"{name} has no option {key!r}{_accepted(spec, key)}")
-        options[key] = _typed(name, key, spec.options[key], _parse_value(text))
+            raise BadModelOption(f"{spec.name} has no option {key!r}{_accepted(spec, key)}")
+        options[key] = spec.options[key].parse(spec.name, text)
     if options:
         _try_build(name, options)
     return options
@@ -171,38 +181,7 @@ def _accepted(spec: ModelSpec, key: str) -> str:
         return "; it takes no options"
     close = difflib.get_close_matches(key, list(spec.options), n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    return f"; {hint}it accepts {', '.join(f'{k} ({t.__name__})' for k, t in spec.options.items())}"
-
-
-def _parse_value(text: str):
-    text = text.strip()
-    words = {"true": True, "yes": True, "false": False, "no": False}
-    if text.lower() in words:
-        return words[text.lower()]
-    if "," in text:
-        parts = [part.strip() for part in text.split(",")]
-        if not all(re.fullmatch(r"[+-]?\d+", part) for part in parts):
-            raise UsageError(f"{text!r}: a comma list must be integers, e.g. 3,3")
-        return tuple(int(part) for part in parts)
-    for number in (int, float):
-        try:
-            return number(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _typed(name: str, key: str, kind: type, value):
-    """``value`` as the option's type, or UsageError."""
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is tuple and isinstance(value, int) and not isinstance(value, bool):
-        return (value,)
-    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
-        return value
-    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a word",
-                tuple: "integers separated by commas"}[kind]
-    raise UsageError(f"{name} option {key} takes {expected}; got {value!r}")
+    return f"; {hint}it accepts {', '.join(f'{k} ({o.describe()})' for k, o in spec.options.items())}"
 
 
 def _try_build(name: str, options: dict) -> None:
@@ -210,8 +189,10 @@ def _try_build(name: str, options: dict) -> None:
     try:
         with torch.device("meta"), uninitialized():
             create_model(name, **options)
+    except BadModelOption:
+        raise
     except (ValueError, TypeError, RuntimeError) as error:  # torch refusing a size or a probability
-        raise UsageError(f"{name} refuses {options}: {first_line(error)}") from None
+        raise BadModelOption(f"{name} refuses {options}: {first_line(error)}") from None
 
 
 def _torchvision_builder(tv_name: str):
@@ -239,24 +220,5 @@ def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
                 module.padding, module.dilation, module.groups, module.bias is not None,
                 module.padding_mode))
             return
-    raise ValueError("model has no Conv2d whose input channels could be changed")
+    raise BadModelOption("model has no Conv2d whose input channels could be changed")
 
-
-@contextmanager
-def uninitialized():
-    """Build models whose weights are never read: torch.nn.init's in-place initializers do
-    nothing inside this block, so a model's parameters keep whatever memory they were given.
-    (Patches torch.nn.init for the duration; not for use from several threads at once.)"""
-    initializers = {name: function for name, function in vars(nn.init).items()
-                    if name.endswith("_") and not name.startswith("_") and callable(function)}
-    for name in initializers:
-        setattr(nn.init, name, _leave_as_is)
-    try:
-        yield
-    finally:
-        for name, function in initializers.items():
-            setattr(nn.init, name, function)
-
-
-def _leave_as_is(tensor, *args, **kwargs):
-    return tensor

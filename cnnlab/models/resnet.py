@@ -29,6 +29,7 @@ counterparts: the same layers without any shortcut.
 import torch
 from torch import nn
 
+from cnnlab.errors import BadModelOption
 from cnnlab.models.attention import attention_layer
 from cnnlab.models.blocks import init_he, scaled
 from cnnlab.models.registry import register_model
@@ -75,7 +76,7 @@ class ResidualBlock(nn.Module):
                  preactivation: bool = False, shortcut: str = "projection"):
         super().__init__()
         if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS}, not {shortcut!r}")
+            raise BadModelOption(f"shortcut must be one of {SHORTCUTS}, not {shortcut!r}")
         out_channels = planes * self.expansion
         self.preactivation = preactivation
         final_norm = [] if preactivation else [nn.BatchNorm2d(out_channels)]  # else the next block's
@@ -205,93 +206,88 @@ class CifarResNet(nn.Module):
         return self.head(x)         # N x num_classes
 
 
-# the options each kind of builder leaves to the user (the others it fixes)
-OPTIONS = dict(width=float, attention=str, preactivation=bool)
-PREACT_OPTIONS = dict(width=float, attention=str)
-ATTENTION_OPTIONS = dict(width=float, preactivation=bool)
-CIFAR_OPTIONS = dict(width=float, attention=str)
-CIFAR = dict(family="CIFAR ResNet", year=2015, input_size=(3, 32, 32), num_classes=10, options=CIFAR_OPTIONS)
+CIFAR = dict(family="CIFAR ResNet", year=2015, input_size=(3, 32, 32), num_classes=10)
 
 
-@register_model(family="ResNet", year=2015, options=OPTIONS)
+@register_model(family="ResNet", year=2015)
 def resnet18(in_channels=3, num_classes=1000, **kwargs):
     """ResNet-18: basic blocks, 2-2-2-2."""
     return ResNet(18, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="ResNet", year=2015, options=OPTIONS)
+@register_model(family="ResNet", year=2015)
 def resnet34(in_channels=3, num_classes=1000, **kwargs):
     """ResNet-34: basic blocks, 3-4-6-3."""
     return ResNet(34, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="ResNet", year=2015, options=OPTIONS)
+@register_model(family="ResNet", year=2015)
 def resnet50(in_channels=3, num_classes=1000, **kwargs):
     """ResNet-50: bottleneck blocks, 3-4-6-3."""
     return ResNet(50, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="ResNet", year=2015, options=OPTIONS)
+@register_model(family="ResNet", year=2015)
 def resnet101(in_channels=3, num_classes=1000, **kwargs):
     """ResNet-101: bottleneck blocks, 3-4-23-3."""
     return ResNet(101, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="ResNet", year=2015, options=OPTIONS)
+@register_model(family="ResNet", year=2015)
 def resnet152(in_channels=3, num_classes=1000, **kwargs):
     """ResNet-152: bottleneck blocks, 3-8-36-3."""
     return ResNet(152, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="ResNet", year=2016, options=PREACT_OPTIONS)
+@register_model(family="ResNet", year=2016)
 def preact_resnet18(in_channels=3, num_classes=1000, **kwargs):
     """Pre-activation ResNet-18 (BN-ReLU before each convolution, identity shortcuts clean)."""
     return ResNet(18, in_channels, num_classes, preactivation=True, **kwargs)
 
 
-@register_model(family="ResNet", year=2016, options=PREACT_OPTIONS)
+@register_model(family="ResNet", year=2016)
 def preact_resnet34(in_channels=3, num_classes=1000, **kwargs):
     """Pre-activation ResNet-34."""
     return ResNet(34, in_channels, num_classes, preactivation=True, **kwargs)
 
 
-@register_model(family="ResNet", year=2016, options=PREACT_OPTIONS)
+@register_model(family="ResNet", year=2016)
 def preact_resnet50(in_channels=3, num_classes=1000, **kwargs):
     """Pre-activation ResNet-50."""
     return ResNet(50, in_channels, num_classes, preactivation=True, **kwargs)
 
 
-@register_model(family="SENet", year=2017, options=ATTENTION_OPTIONS)
+@register_model(family="SENet", year=2017)
 def se_resnet18(in_channels=3, num_classes=1000, **kwargs):
     """ResNet-18 with squeeze-and-excitation (reduction 16) in every block."""
     return ResNet(18, in_channels, num_classes, attention="se", **kwargs)
 
 
-@register_model(family="SENet", year=2017, options=ATTENTION_OPTIONS)
+@register_model(family="SENet", year=2017)
 def se_resnet50(in_channels=3, num_classes=1000, **kwargs):
     """SE-ResNet-50: squeeze-and-excitation (reduction 16) in every bottleneck."""
     return ResNet(50, in_channels, num_classes, attention="se", **kwargs)
 
 
-@register_model(family="CBAM", year=2018, options=ATTENTION_OPTIONS)
+@register_model(family="CBAM", year=2018)
 def cbam_resnet18(in_channels=3, num_classes=1000, **kwargs):
     """ResNet-18 with CBAM channel and spatial attention in every block."""
     return ResNet(18, in_channels, num_classes, attention="cbam", **kwargs)
 
 
-@register_model(family="CBAM", year=2018, options=ATTENTION_OPTIONS)
+@register_model(family="CBAM", year=2018)
 def cbam_resnet50(in_channels=3, num_classes=1000, **kwargs):
     """ResNet-50 with CBAM channel and spatial attention in every bottleneck."""
     return ResNet(50, in_channels, num_classes, attention="cbam", **kwargs)
 
 
-@register_model(family="ECA-Net", year=2020, options=ATTENTION_OPTIONS)
+@register_model(family="ECA-Net", year=2020)
 def eca_resnet18(in_channels=3, num_classes=1000, **kwargs):
     """ResNet-18 with efficient channel attention (a k-tap 1-D convolution) in every block."""
     return ResNet(18, in_channels, num_classes, attention="eca", **kwargs)
 
 
-@register_model(family="ECA-Net", year=2020, options=ATTENTION_OPTIONS)
+@register_model(family="ECA-Net", year=2020)
 def eca_resnet50(in_channels=3, num_classes=1000, **kwargs):
     """ResNet-50 with efficient channel attention in every bottleneck."""
     return ResNet(50, in_channels, num_classes, attention="eca", **kwargs)

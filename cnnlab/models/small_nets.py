@@ -42,8 +42,7 @@ class SmallCNN(nn.Module):
         return self.classifier(x)  # N x num_classes (from 32 features)
 
 
-@register_model(family="Small nets", year=1989, input_size=(1, IMAGE_SIZE, IMAGE_SIZE), num_classes=10,
-                options=dict(width=float))
+@register_model(family="Small nets", year=1989, input_size=(1, IMAGE_SIZE, IMAGE_SIZE), num_classes=10)
 def small_cnn(in_channels=1, num_classes=10, **kwargs):
     """Three 3x3 convolutions (8, 16, 32 channels) and a linear layer for 8x8 images (~6.2k params)."""
     return SmallCNN(CNN_CHANNELS["small_cnn"], in_channels, num_classes, **kwargs)

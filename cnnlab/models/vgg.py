@@ -53,62 +53,55 @@ class VGG(nn.Module):
         return self.classifier(x)  # N x num_classes
 
 
-# the options each kind of builder leaves to the user (the others it fixes)
-OPTIONS = dict(width=float, batch_norm=bool, dropout=float)
-BN_OPTIONS = dict(width=float, dropout=float)
-QUARTER_OPTIONS = dict(batch_norm=bool, dropout=float)
-
-
-@register_model(family="VGG", year=2014, options=OPTIONS)
+@register_model(family="VGG", year=2014)
 def vgg11(in_channels=3, num_classes=1000, **kwargs):
     """VGG-11 (configuration A): 8 convolutions and 3 fully connected layers."""
     return VGG(11, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="VGG", year=2014, options=OPTIONS)
+@register_model(family="VGG", year=2014)
 def vgg13(in_channels=3, num_classes=1000, **kwargs):
     """VGG-13 (configuration B): 10 convolutions and 3 fully connected layers."""
     return VGG(13, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="VGG", year=2014, options=OPTIONS)
+@register_model(family="VGG", year=2014)
 def vgg16(in_channels=3, num_classes=1000, **kwargs):
     """VGG-16 (configuration D): 13 convolutions and 3 fully connected layers."""
     return VGG(16, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="VGG", year=2014, options=OPTIONS)
+@register_model(family="VGG", year=2014)
 def vgg19(in_channels=3, num_classes=1000, **kwargs):
     """VGG-19 (configuration E): 16 convolutions and 3 fully connected layers."""
     return VGG(19, in_channels, num_classes, **kwargs)
 
 
-@register_model(family="VGG", year=2015, options=BN_OPTIONS)
+@register_model(family="VGG", year=2015)
 def vgg11_bn(in_channels=3, num_classes=1000, **kwargs):
     """VGG-11 with BatchNorm after every convolution."""
     return VGG(11, in_channels, num_classes, batch_norm=True, **kwargs)
 
 
-@register_model(family="VGG", year=2015, options=BN_OPTIONS)
+@register_model(family="VGG", year=2015)
 def vgg13_bn(in_channels=3, num_classes=1000, **kwargs):
     """VGG-13 with BatchNorm after every convolution."""
     return VGG(13, in_channels, num_classes, batch_norm=True, **kwargs)
 
 
-@register_model(family="VGG", year=2015, options=BN_OPTIONS)
+@register_model(family="VGG", year=2015)
 def vgg16_bn(in_channels=3, num_classes=1000, **kwargs):
     """VGG-16 with BatchNorm after every convolution."""
     return VGG(16, in_channels, num_classes, batch_norm=True, **kwargs)
 
 
-@register_model(family="VGG", year=2015, options=BN_OPTIONS)
+@register_model(family="VGG", year=2015)
 def vgg19_bn(in_channels=3, num_classes=1000, **kwargs):
     """VGG-19 with BatchNorm after every convolution."""
     return VGG(19, in_channels, num_classes, batch_norm=True, **kwargs)
 
 
-@register_model(family="VGG", year=2014, input_size=(1, 224, 224), num_classes=10,
-                options=QUARTER_OPTIONS)
+@register_model(family="VGG", year=2014, input_size=(1, 224, 224), num_classes=10)
 def vgg11_quarter(in_channels=1, num_classes=10, **kwargs):
     """VGG-11 with a quarter of the channels (d2l's VGG-11/4 for Fashion-MNIST)."""
     return VGG(11, in_channels, num_classes, width=0.25, **kwargs)

@@ -38,7 +38,7 @@ class ZFNet(nn.Module):
         return self.classifier(self.pool(self.features(x)))  # N x num_classes
 
 
-@register_model(family="ZFNet", year=2013, input_size=(3, 224, 224), options=dict(width=float, dropout=float))
+@register_model(family="ZFNet", year=2013, input_size=(3, 224, 224))
 def zfnet(in_channels=3, num_classes=1000, **kwargs):
     """ZFNet: AlexNet with a 7x7/2 first convolution and a strided second one."""
     return ZFNet(in_channels, num_classes, **kwargs)

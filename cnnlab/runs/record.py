@@ -38,6 +38,8 @@ class RunRecord:
     git_commit: str | None = None
     created: str | None = None
     extended: list[dict] = field(default_factory=list)  # each resume that raised the epochs: from, to, when
+    # a user's network (options.model is FILE.py:Name): reference, file, sha256, copy (cnnlab.models.user)
+    model_source: dict | None = None
 
     def to_json(self) -> dict:
         """The flat layout of config.json: the options, then the rest."""
@@ -125,6 +127,7 @@ _CHECKS = {
     "git_commit": lambda v: isinstance(v, str),
     "created": lambda v: isinstance(v, str),
     "extended": lambda v: isinstance(v, list) and all(isinstance(note, dict) for note in v),
+    "model_source": lambda v: isinstance(v, dict) and all(isinstance(value, str) for value in v.values()),
 }
 _EXPECTED = {
     "set_by_recipe": "an object", "input_size": "[channels, height, width]", "num_classes": "a positive integer",
@@ -132,6 +135,7 @@ _EXPECTED = {
     "mean": "a list of finite numbers", "std": "a list of positive finite numbers",
     "model_stats": "an object of counts", "world_size": "a positive integer", "versions": "an object",
     "git_commit": "a string", "created": "a string", "extended": "a list of objects",
+    "model_source": "an object of strings",
 }
 
 

@@ -71,20 +71,20 @@ class Picture:
 
 
 def load_subject(target, *, checkpoint: str = "best", weights: str | None = None,
-                 input_size=None) -> Subject:
-    """A run directory (trained weights) or a model name (random or ImageNet weights)."""
+                 input_size=None, model_source: str | None = None) -> Subject:
+    """A run directory (trained weights) or a model name or reference (random or ImageNet weights)."""
     from cnnlab.data import BatchTransform
-    from cnnlab.models import create_model, model_spec, uninitialized
+    from cnnlab.models import create_model, is_reference, model_spec, uninitialized
 
     if checkpoint not in ("best", "last"):
         raise UsageError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
     path = Path(target)
-    if path.exists() or "/" in str(target):  # a path, not a model name: Run.open says what is wrong
+    if not is_reference(str(target)) and (path.exists() or "/" in str(target)):  # Run.open says what is wrong
         if weights is not None or input_size is not None:
             raise UsageError("--weights and --input apply to a model name; a run has its own")
         from cnnlab.evaluation import load_trained
 
-        trained = load_trained(path, checkpoint, device="cpu")
+        trained = load_trained(path, checkpoint, device="cpu", model_source=model_source)
         record, dataset = trained.record, trained.test_split()
         return Subject(trained.model, record.model, f"{record.model} trained on {record.data} "
                        f"({path.name}, {checkpoint}.pt)", tuple(record.input_size), trained.transform,

@@ -114,8 +114,9 @@ def summarize_with_graph(model_or_name, input_size=None, num_classes: int | None
     fields = receptive_fields(graph, names) if graph.graph_module is not None else None
     layers = _records(graph, fields)
     warnings = list(fields.warnings) if fields else [
-        f"torch.fx cannot trace {name} ({graph.untraceable}); layers were recorded with hooks, "
-        "so receptive fields are unavailable"]
+        f"torch.fx cannot trace {name} ({graph.untraceable}): its rows come from forward hooks "
+        "(one per module call), and the receptive-field columns RF, Jump and Start, which need "
+        "the graph, are left blank"]
     totals = _totals(recorder.model, layers, graph.steps, warnings)
     axes = ("d", "h", "w")[3 - (len(input_size) - 1):]
     return ModelSummary(name, input_size, layers, totals, warnings, axes), graph

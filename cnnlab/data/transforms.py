@@ -1,0 +1,50 @@
+"""The per-batch transform on the training device: resize, normalise, augment."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class BatchTransform:
+    """uint8 ``N x C x H x W`` images -> normalised float batches at the model's input size.
+
+    Training batches may be augmented: a random crop of the image padded by ``crop_padding``
+    zero pixels on each side, and a horizontal flip of a random half of the batch.
+    """
+
+    def __init__(self, size: tuple[int, int], mean: list[float], std: list[float], *,
+                 crop_padding: int = 0, flip: bool = False, device="cpu",
+                 memory_format=torch.contiguous_format):
+        self.size = tuple(size)
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.memory_format = memory_format
+
+    def __call__(self, images: torch.Tensor, *, augment: bool = False,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        x = images.float().div_(255)
+        if tuple(x.shape[2:]) != self.size:
+            shrinking = x.shape[2] > self.size[0] or x.shape[3] > self.size[1]
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=shrinking)
+        if augment and self.crop_padding:
+            x = random_crop(x, self.crop_padding, generator)
+        if augment and self.flip:
+            flipped = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+            x = torch.where(flipped.view(-1, 1, 1, 1), x.flip(3), x)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Shift every image by its own random offset within ``padding`` pixels (zeros fill in)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n, 1), device=x.device, generator=generator)
+    rows = offsets[0] + torch.arange(h, device=x.device)  # n x h
+    cols = offsets[1] + torch.arange(w, device=x.device)  # n x w
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    channel = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return padded[batch, channel, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]

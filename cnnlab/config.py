@@ -122,9 +122,11 @@ def _settings_text(values: dict) -> str:
     return " ".join(f"{key}={value}" for key, value in values.items())
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Every option of a training run. Defaults train LeNet on the embedded digits to ~98 %."""
+    """Every option of a training run. Defaults train LeNet on the embedded digits to ~98 %.
+    Frozen: a run's options are settled by making new values (``with_recipe``, ``resumed``,
+    ``dataclasses.replace``), never by changing one in place."""
 
     # -- what to train, on what
     model: str = option("lenet", "Model name (see 'cnnlab models') or torchvision:<name>.", panel=DATA)

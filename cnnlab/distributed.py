@@ -162,10 +162,10 @@ class World:
         return self.rank == 0
 
     def local_batch(self, global_batch: int) -> int:
-        return local_batch_size(global_batch)
+        return local_batch_size(global_batch, self.size)
 
     def shard(self, rows: torch.Tensor) -> torch.Tensor:
-        return shard(rows)
+        return shard(rows, self.rank, self.size)
 
     def sum(self, sums: torch.Tensor) -> torch.Tensor:
         return all_reduce_sums(sums)
@@ -194,18 +194,21 @@ def join(device_spec: str = "auto") -> World:
 
 # -- sharing the work, adding up the results ----------------------------------------------------
 
-def local_batch_size(global_batch: int) -> int:
-    """This process's share of a global batch of ``global_batch`` images."""
-    if global_batch % world_size():
+def local_batch_size(global_batch: int, size: int | None = None) -> int:
+    """This process's share of a global batch of ``global_batch`` images, among ``size``
+    processes (default: the process group's)."""
+    size = world_size() if size is None else size
+    if global_batch % size:
         raise UsageError(f"--batch-size {global_batch} is the global batch: it must divide evenly "
-                         f"among the {world_size()} processes")
-    return global_batch // world_size()
+                         f"among the {size} processes")
+    return global_batch // size
 
 
-def shard(rows: torch.Tensor) -> torch.Tensor:
-    """This process's rows ``rank::world_size``: the processes' shards are disjoint and cover
-    every row, and the first k*world_size rows hold k rows of each process."""
-    return rows[rank()::world_size()]
+def shard(rows: torch.Tensor, process: int | None = None, size: int | None = None) -> torch.Tensor:
+    """Process number ``process``'s rows ``process::size`` (default: this process's, in the process group):
+    the processes' shards are disjoint and cover every row, and the first k*size rows hold k
+    rows of each process."""
+    return rows[(rank() if process is None else process)::(world_size() if size is None else size)]
 
 
 def all_reduce_sums(sums: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,9 @@ from cnnlab.compare import efficiency_frontier
 from cnnlab.runs import LoadedRun, ProblemHandler, load_runs
 from cnnlab.errors import UsageError
 
-PANEL_INCHES = (4.5, 4.0)  # width, height of one panel, legend included
+PANEL_INCHES = (4.5, 4.0)  # width, height of one panel, a legend of up to two rows included
+LEGEND_ROW_INCHES = 0.2  # each legend row past the second makes the figure this much taller
+LEGEND_COLUMNS_PER_PANEL = 2
 DEFAULT_DPI = 150
 IMAGE_FORMATS = ("png", "svg", "pdf")
 SPLIT_STYLES = {"train": ("--", "training"), "val": ("-", "validation")}
@@ -31,9 +33,19 @@ BEST_MARKER = dict(marker="*", markersize=12, markeredgecolor="black", markeredg
 EFFICIENCY_SUFFIX = "_efficiency"
 
 
-def run_colour(position: int) -> str:
-    """The colour of the run at ``position``; the same in every figure of one command."""
-    return f"C{position % 10}"
+def run_colour(position: int, count: int = 10):
+    """The colour of the run at ``position`` of ``count``; the same in every figure of one
+    command. Up to ten runs get matplotlib's ten colours, up to twenty the paired twenty; more
+    get hues spread evenly round the colour wheel, neighbours alternately bright and dark, so no
+    two runs share one."""
+    if count <= 10:
+        return f"C{position % 10}"
+    from matplotlib import colormaps
+    from matplotlib.colors import hsv_to_rgb
+
+    if count <= 20:
+        return colormaps["tab20"](position % 20)
+    return tuple(hsv_to_rgb((position / count, 0.8, 0.9 if position % 2 == 0 else 0.6)))
 
 
 def image_format(out: Path) -> str:
@@ -62,9 +74,11 @@ def efficiency_path(out) -> Path:
     return out.with_name(f"{out.stem}{EFFICIENCY_SUFFIX}{out.suffix}")
 
 
-def new_figure(panels: int, dpi: int, show: bool = False):
-    """A figure of ``panels`` side by side; on the Agg canvas unless it is to be shown."""
-    figsize = (PANEL_INCHES[0] * panels, PANEL_INCHES[1])
+def new_figure(panels: int, dpi: int, show: bool = False, legend_rows: int = 0):
+    """A figure of ``panels`` side by side, taller by ``legend_rows`` lines of a legend below
+    them (so that a long legend never squeezes the axes); on the Agg canvas unless it is to be
+    shown."""
+    figsize = (PANEL_INCHES[0] * panels, PANEL_INCHES[1] + LEGEND_ROW_INCHES * legend_rows)
     if show:
         import matplotlib.pyplot as plt
 
@@ -118,17 +132,22 @@ def _draw_run(axes: dict, loaded: LoadedRun, colour: str, splits) -> None:
         axes["lr"].plot(epochs, metrics["lr"], marker=marker, color=colour)
 
 
-def _legend(figure, names: list[str], splits, marked_best: bool) -> None:
+def _legend_handles(names: list[str], splits, marked_best: bool) -> list:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=run_colour(i), label=name) for i, name in enumerate(names)]
+    handles = [Line2D([], [], color=run_colour(i, len(names)), label=name) for i, name in enumerate(names)]
     if len(splits) > 1:
         handles += [Line2D([], [], color="0.3", linestyle=SPLIT_STYLES[s][0],
                            label=SPLIT_STYLES[s][1]) for s in splits]
     if marked_best:
         handles.append(Line2D([], [], color="0.6", label="best val acc", **BEST_MARKER))
-    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
-                  fontsize="small", frameon=False)
+    return handles
+
+
+def _legend_layout(entries: int, panels: int) -> tuple[int, int]:
+    """(columns, rows past the two a panel's height includes) of a legend of ``entries``."""
+    columns = min(entries, LEGEND_COLUMNS_PER_PANEL * panels)
+    return columns, max(0, math.ceil(entries / columns) - 2)
 
 
 def plot_runs(runs: Iterable, out=None, *, splits=("train", "val"), lr: bool | None = None,
@@ -144,12 +163,22 @@ def plot_runs(runs: Iterable, out=None, *, splits=("train", "val"), lr: bool | N
     out = Path(out) if out is not None else default_plot_path(runs)
     image_format(out)  # refuse a bad extension before reading anything
     loaded = load_runs(runs, on_problem, purpose="plot")
+    figure = curves_figure(loaded, splits=splits, lr=lr, dpi=dpi, show=show, title=title)
+    return save_figure(figure, out, dpi, show)
+
+
+def curves_figure(loaded: list[LoadedRun], *, splits=("train", "val"), lr: bool | None = None,
+                  dpi: int = DEFAULT_DPI, show: bool = False, title: str | None = None):
+    """The figure ``plot_runs`` saves: a panel per quantity, a colour per run, the legend below."""
     show_lr = _lr_changes(loaded) if lr is None else lr
     panels = ["loss", "accuracy"] + (["lr"] if show_lr else [])
-    figure, axes_row = new_figure(len(panels), dpi, show)
+    marked_best = "val" in splits and any(run.best_epoch_index is not None for run in loaded)
+    handles = _legend_handles([run.name for run in loaded], splits, marked_best)
+    columns, extra_rows = _legend_layout(len(handles), len(panels))
+    figure, axes_row = new_figure(len(panels), dpi, show, legend_rows=extra_rows)
     axes = dict(zip(panels, axes_row))
     for position, run in enumerate(loaded):
-        _draw_run(axes, run, run_colour(position), splits)
+        _draw_run(axes, run, run_colour(position, len(loaded)), splits)
 
     from matplotlib.ticker import MaxNLocator
 
@@ -166,9 +195,8 @@ def plot_runs(runs: Iterable, out=None, *, splits=("train", "val"), lr: bool | N
         title = f"{loaded[0].name}: {record.model} on {record.data}"
     if title:
         figure.suptitle(title)
-    marked_best = "val" in splits and any(run.best_epoch_index is not None for run in loaded)
-    _legend(figure, [run.name for run in loaded], splits, marked_best)
-    return save_figure(figure, out, dpi, show)
+    figure.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize="small", frameon=False)
+    return figure
 
 
 def _spans_decades(loaded: list[LoadedRun]) -> bool:
@@ -196,7 +224,7 @@ def plot_efficiency(table, out, *, dpi: int = DEFAULT_DPI, show: bool = False) -
         drawn = [i for i, (c, a) in enumerate(zip(costs, accuracies))
                  if not (math.isnan(c) or math.isnan(a))]
         for i in drawn:
-            ax.plot([costs[i]], [accuracies[i]], "o", color=run_colour(i), markersize=7)
+            ax.plot([costs[i]], [accuracies[i]], "o", color=run_colour(i, len(costs)), markersize=7)
             ax.annotate(labels[i], (costs[i], accuracies[i]),
                         textcoords="offset points", xytext=(5, 4), fontsize="small")
         frontier = efficiency_frontier(costs, accuracies)

@@ -100,7 +100,6 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             last = run.checkpoint("last", map_location="cpu")
         record = run.read_record()
         config = record.options.resumed(last.epoch if last else 0, **changes)
-        config.device = str(world.device)
         model_name = recorded_model(rebuild_reference(config.model, record.model_source, run.path, model_source),
                                     last and last.model)
 
@@ -113,12 +112,20 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     model_kwargs = model_options(model_name, config.model_args or [])
     world.local_batch(config.batch_size)  # --batch-size is global: it must split evenly
     placement = Placement.choose(world.device, config.amp, config.channels_last)
-    config.amp, config.channels_last = placement.amp, placement.channels_last
-    config.resize = config.resize or spec.input_size[1]
-    config.data_dir = str(Path(config.data_dir or default_data_dir()).expanduser())
-    dataset = load_dataset(config.data, config.data_dir, image_size=config.resize, device=world.device)
+    data_dir = str(Path(config.data_dir or default_data_dir()).expanduser())
+    resize = config.resize or spec.input_size[1]
+    dataset = load_dataset(config.data, data_dir, image_size=resize, device=world.device)
     dataset = permute_pixels(dataset, config.permute_pixels)  # before any resize, as eval does
-    config.flip = dataset.flip_safe if config.flip is None else config.flip
+    # full batches only (reshuffled every epoch): a last batch of one image breaks batch norm
+    steps_per_epoch = max(1, len(dataset.train_labels) // config.batch_size)
+    epochs = config.epochs
+    if "epochs" in from_recipe and epochs * steps_per_epoch < recipe.get("min_steps", 0):  # see Recipe
+        epochs = from_recipe["epochs"] = math.ceil(recipe["min_steps"] / steps_per_epoch)
+        from_recipe["min_steps"] = recipe["min_steps"]
+    # the options as the run trains with them, every "auto" and "decided by the data" settled, once
+    config = replace(config, device=str(world.device), amp=placement.amp, channels_last=placement.channels_last,
+                     data_dir=data_dir, resize=resize, epochs=epochs,
+                     flip=dataset.flip_safe if config.flip is None else config.flip)
     input_size = (dataset.channels, config.resize, config.resize)
     torch.manual_seed(config.seed)
     model = create_model(model_name, in_channels=dataset.channels, num_classes=dataset.num_classes,
@@ -134,11 +141,6 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                                device=placement.device, memory_format=placement.memory_format)
     optimizer = make_optimizer(config, model)
     scaler = torch.amp.GradScaler(world.device.type, enabled=placement.amp == "fp16")
-    # full batches only (reshuffled every epoch): a last batch of one image breaks batch norm
-    steps_per_epoch = max(1, len(dataset.train_labels) // config.batch_size)
-    if "epochs" in from_recipe and config.epochs * steps_per_epoch < recipe.get("min_steps", 0):  # see Recipe
-        config.epochs = from_recipe["epochs"] = math.ceil(recipe["min_steps"] / steps_per_epoch)
-        from_recipe["min_steps"] = recipe["min_steps"]
 
     # 4) the run directory: a new one (locked), or the resumed one at its last.pt
     #    (under torchrun only rank 0 writes it; the other processes learn its path)
@@ -148,7 +150,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             run = Run.create(config.runs_dir, config.name, model=config.model, data=dataset.name)
         try:
             if world.is_main:
-                config.name = run.name
+                config = replace(config, name=run.name)
                 record = describe_run(config, dataset, input_size, world, mean, std, summary.totals, from_recipe)
                 record = replace(record, model_source=source_record(config.model, run.path))
                 atomic_write_text(run.path / "summary.csv", to_csv(summary))
@@ -466,7 +468,7 @@ def short(value) -> str:
 def describe_run(config: TrainConfig, dataset, input_size, world, mean, std, totals, from_recipe) -> RunRecord:
     """config.json: every option resolved, plus what plot/compare/eval need to know."""
     return RunRecord(
-        options=replace(config, device=str(world.device)),
+        options=config,
         set_by_recipe=dict(from_recipe),
         input_size=tuple(input_size),
         num_classes=dataset.num_classes,

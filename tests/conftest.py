@@ -1,5 +1,7 @@
 """Shared fixtures: one LeNet run trained with the default options on the embedded digits."""
 
+import inspect
+import re
 import signal
 
 import pytest
@@ -44,3 +46,26 @@ def ctrl_c_reaches_python():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+# -- the quick subset: pytest -m "not slow" ----------------------------------------------------------
+
+# fixtures that train a run (or several) before their tests start
+TRAINING_FIXTURES = {"default_run", "digits_run", "evaluated_runs", "permuted", "two_process_run", "two_runs",
+                     "whole", "whole_run"}
+# what a test's own code calls when it trains, resumes or starts cnnlab in another process
+TRAINING_CALLS = re.compile(r"\b(train|resume|run_experiment|resume_experiment|train_model)\(|[\"']train[\"']|"
+                            r"[\"']experiment[\"']|subprocess\.|\bstart\(|[\"']-m[\"'], [\"']cnnlab")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``slow`` every test that trains (through a fixture or in its own code) or starts a
+    process, besides those marked by hand: ``pytest -m "not slow"`` is then the quick subset,
+    and a new test of that kind joins the slow ones without anyone remembering to mark it."""
+    for item in items:
+        function = getattr(item, "function", None)
+        trains = TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if not trains and function is not None:
+            trains = TRAINING_CALLS.search(inspect.getsource(function))
+        if trains:
+            item.add_marker(pytest.mark.slow)

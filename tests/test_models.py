@@ -22,17 +22,10 @@ from cnnlab.models import (create_model, describe_models, list_models, model_spe
 from cnnlab.models.attention import SqueezeExcitation
 from cnnlab.models.blocks import AuxOutputs
 from cnnlab.models.resnet import BasicBlock, Bottleneck
+from cnnlab.pretrained import TORCHVISION_TWINS  # our name -> torchvision's, for every model both have
 
-# our name -> torchvision's name, for every model both have
-TORCHVISION_TWINS = {
-    "alexnet_tv": "alexnet",
-    **{name: name for name in ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn",
-                               "vgg19_bn", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                               "densenet121", "densenet161", "densenet169", "densenet201"]},
-    "googlenet_tv": "googlenet",
-}
-
-# torchvision's documented parameter counts (cnnlab's DESIGN.md), independent of the installed version
+# torchvision's documented parameter counts (the "Params" column of its models' documentation),
+# independent of the installed version
 PUBLISHED_TORCHVISION_PARAMS = {
     "alexnet_tv": 61_100_840, "vgg11": 132_863_336, "vgg16": 138_357_544, "vgg16_bn": 138_365_992,
     "vgg19": 143_667_240, "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
@@ -153,6 +146,7 @@ def test_d2l_and_course_models_have_their_published_head_sizes():
 
 # ---------------------------------------------------------------- every registered model
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_maps_its_natural_input_to_its_classes(name):
     spec = model_spec(name)
@@ -164,6 +158,7 @@ def test_every_model_maps_its_natural_input_to_its_classes(name):
     assert model(torch.empty(2, channels, *spec.input_size[1:], device="meta")).shape == (2, 7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, input_size", [
     ("mnist_inception", (1, 28, 28)), ("mnist_resnet", (1, 28, 28)), ("resnet18", (1, 32, 32)),
     ("cbam_resnet18", (3, 32, 32)), ("preact_resnet18", (1, 32, 32)), ("densenet_small", (1, 32, 32)),

@@ -87,6 +87,7 @@ def test_cifar_resnet_summary_follows_the_shortcut_for_the_receptive_field():
     assert rows["layer3"].rf_size == (37 + 4 + 8 + 2 * 16,) * 2 and rows["layer3"].rf_jump == (4, 4)
 
 
+@pytest.mark.slow
 def test_cifar_resnets_train_on_a_small_batch():
     torch.manual_seed(0)
     for name in ("resnet20", "plain20"):
@@ -330,6 +331,7 @@ def test_a_width_that_is_not_a_positive_finite_number_is_refused(width):
             build_meta(name, width=width)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in list_models() if "width" in model_spec(name).options])
 def test_every_width_option_changes_the_network_and_keeps_its_output(name):
     spec = model_spec(name)

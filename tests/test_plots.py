@@ -220,3 +220,28 @@ def test_plot_stays_headless_whatever_backend_the_environment_asks_for(tmp_path)
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert Image.open(run.path / "plot.png").size == (3 * 675, 600)  # dpi 150 by default
+
+
+# -- many runs ---------------------------------------------------------------------------------------
+
+def axes_heights(figure) -> list[float]:
+    figure.canvas.draw()
+    return [ax.get_window_extent().height for ax in figure.axes]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("count", [12, 49, 300])
+def test_many_runs_keep_the_axes_whole_distinct_colours_and_the_legend_clear_of_the_axes(tmp_path, count):
+    from matplotlib.colors import to_hex
+
+    from cnnlab.plots import curves_figure
+    from cnnlab.runs import load_runs
+
+    runs = [make_run(tmp_path, f"run{i:03d}", epochs=3, peak=2, ceiling=0.5 + i / (3 * count)) for i in range(count)]
+    few = curves_figure(load_runs([run.path for run in runs[:2]]), splits=("val",), lr=False)
+    many = curves_figure(load_runs([run.path for run in runs]), splits=("val",), lr=False)
+    assert min(axes_heights(many)) >= 0.95 * min(axes_heights(few))  # the legend adds room, never takes it
+    legend = many.legends[0].get_window_extent()
+    assert all(legend.y1 <= ax.get_window_extent().y0 for ax in many.axes)  # below the axes, not over them
+    colours = {to_hex(line.get_color()) for line in many.axes[1].get_lines() if line.get_linestyle() == "-"}
+    assert len(colours) == count  # no two runs share a colour

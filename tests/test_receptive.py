@@ -242,6 +242,7 @@ PROBES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, target, input_size", PROBES, ids=[p[0] for p in PROBES])
 def test_gradient_probe_matches_the_computed_field(name, target, input_size):
     record = row(summarize(name, input_size=input_size), target)

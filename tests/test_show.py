@@ -13,6 +13,7 @@ from cnnlab.cli import app
 from cnnlab.data import BatchTransform
 from cnnlab.errors import UsageError
 from cnnlab.models import create_model, list_models, model_spec, uninitialized
+from cnnlab.pretrained import TORCHVISION_TWINS
 from cnnlab.show import (Subject, activations, cam, errors, filters, load_subject, receptive_field,
                          save_picture)
 from cnnlab.show.measure import centred_square_side, grad_cam
@@ -142,6 +143,7 @@ def test_rf_box_of_vgg16_conv5_3_spans_196_pixels_and_is_clipped_at_the_border(m
     assert corner.rows[0]["box_right"] == 105
 
 
+@pytest.mark.slow
 def test_effective_field_is_smaller_than_the_theoretical_and_grows_with_depth():
     subject = load_subject("resnet18")
     picture = receptive_field(subject, ["layer1", "layer2", "layer3", "layer4"], samples=4)
@@ -213,13 +215,9 @@ def test_errors_lists_exactly_the_images_evaluate_counts_wrong(digits_run):
 
 # ----------------------------------------------------------------------- pretrained weights
 
-TWINS = {  # cnnlab model -> (torchvision model, smallest side that gets through it)
-    "alexnet_tv": ("alexnet", 63), "googlenet_tv": ("googlenet", 96),  # its pools differ from torchvision's at 32
-    **{name: (name, 32) for name in ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn",
-                                     "vgg16_bn", "vgg19_bn", "resnet18", "resnet34", "resnet50",
-                                     "resnet101", "resnet152", "densenet121", "densenet161",
-                                     "densenet169", "densenet201"]},
-}
+# the smallest side that gets through a twin (32 for the others); googlenet_tv's pools differ from
+# torchvision's at 32
+SMALLEST_SIDE = {"alexnet_tv": 63, "googlenet_tv": 96}
 
 
 def randomize(model: nn.Module) -> nn.Module:
@@ -257,14 +255,14 @@ def torch_home(tmp_path_factory, monkeypatch):
     shutil.rmtree(root)
 
 
-@pytest.mark.parametrize("name", sorted(TWINS))
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TORCHVISION_TWINS))
 def test_imagenet_weights_give_torchvision_logits(name, torch_home):
     from torchvision import models as tv_models
 
-    from cnnlab.pretrained import TORCHVISION_TWINS, imagenet_weights, load_imagenet_weights
+    from cnnlab.pretrained import imagenet_weights, load_imagenet_weights
 
-    assert TORCHVISION_TWINS[name] == TWINS[name][0]
-    tv_name, side = TWINS[name]
+    tv_name, side = TORCHVISION_TWINS[name], SMALLEST_SIDE.get(name, 32)
     # GoogLeNet as torchvision builds it for its weights: side heads in the file, and
     # transform_input=True (the weights came from TensorFlow, which scales pixels to [-1, 1])
     extra = dict(aux_logits=True, init_weights=False, transform_input=True) if tv_name == "googlenet" else {}
@@ -439,6 +437,7 @@ def test_an_image_file_is_shown_to_a_grey_run_in_grey(digits_run, tmp_path):
     assert picture.stem == "activations-seven"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in list_models() if name not in ("mlp", "small_mlp")])  # no maps
 def test_every_zoo_model_gives_its_stage_outputs_at_the_summarys_shapes(name):
     from cnnlab.show import default_stage_layers

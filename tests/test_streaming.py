@@ -67,6 +67,7 @@ def train_digits(tmp_path, name):
     return train(config, progress="none")
 
 
+@pytest.mark.slow
 def test_streaming_and_in_memory_training_give_identical_metrics(tmp_path, monkeypatch):
     in_memory = train_digits(tmp_path, "in-memory")
     streamed_sets = []

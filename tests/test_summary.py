@@ -15,26 +15,21 @@ from typer.testing import CliRunner
 import cnnlab
 from cnnlab.cli import app
 from cnnlab.errors import InputSizeMismatch, InputTooSmall, UsageError
+from cnnlab.pretrained import TORCHVISION_TWINS
 from cnnlab.summary import parse_input_size, summarize, to_csv, to_json, to_text
 
 runner = CliRunner()
 
-# zoo name -> torchvision builder of the same architecture (googlenet_tv: torchvision's 3x3 variant)
-TORCHVISION_TWINS = {
-    "alexnet_tv": torchvision.models.alexnet, "vgg11": torchvision.models.vgg11,
-    "vgg16": torchvision.models.vgg16, "vgg16_bn": torchvision.models.vgg16_bn,
-    "vgg19": torchvision.models.vgg19, "resnet18": torchvision.models.resnet18,
-    "resnet34": torchvision.models.resnet34, "resnet50": torchvision.models.resnet50,
-    "resnet152": torchvision.models.resnet152, "densenet121": torchvision.models.densenet121,
-    "densenet169": torchvision.models.densenet169,
-    "googlenet_tv": lambda: torchvision.models.googlenet(aux_logits=False, init_weights=False),
-}
+# how torchvision builds the twins' reference (googlenet_tv: torchvision's 3x3 variant, without side heads)
+TORCHVISION_ARGS = {"googlenet": dict(aux_logits=False, init_weights=False)}
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_TWINS))
 def test_parameter_counts_match_torchvision(name):
     with torch.device("meta"):  # the count depends on the architecture, not on the weights
-        reference = sum(p.numel() for p in TORCHVISION_TWINS[name]().parameters())
+        twin = TORCHVISION_TWINS[name]
+        reference = sum(p.numel() for p in torchvision.models.get_model(
+            twin, weights=None, **TORCHVISION_ARGS.get(twin, {})).parameters())
     summary = summarize(name)
     assert summary.totals.params == reference
     assert sum(r.params for r in summary.rows()) == reference  # every parameter has one row

@@ -278,3 +278,41 @@ def test_damage_walk_every_command_repairs_or_says_one_line(evaluated_runs, tmp_
             assert cli("eval", run.path).exit_code == 0, (name, kind)
             assert [row["epoch"] for row in run.metrics.rows()] == [1, 2, 3], (name, kind)
             assert cli("compare", run.path, "-f", "csv").exit_code == 0, (name, kind)
+
+
+@pytest.mark.slow
+def test_damage_walk_of_the_image_folder_cache_rebuilds_it_and_evaluates_the_same(tmp_path):
+    """An ImageFolder run's decode cache (images.u8, meta.json) truncated, emptied, filled with
+    random bytes or text, or replaced by another tree's: eval rebuilds it and gets the same
+    numbers as before, or says one line; never a traceback, never silently other numbers."""
+    from PIL import Image
+
+    def tree(root, shade):
+        for label, name in enumerate(("dark", "light")):
+            (root / name).mkdir(parents=True)
+            for i in range(8):
+                value = (40 + 170 * label + 3 * i + shade) % 256
+                Image.new("RGB", (12, 12), (value, 255 - value, value // 2)).save(root / name / f"{i}.png")
+        return root
+
+    data_dir = tmp_path / "data"
+    run = train(TrainConfig(model="mlp", data=str(tree(tmp_path / "shades", 0)), data_dir=str(data_dir), epochs=1,
+                            resize=28, runs_dir=str(tmp_path / "runs")), progress="none")
+    expected = evaluate(run.path, write=False)
+    cache = next((data_dir / "imagefolder").iterdir())
+    other_run = train(TrainConfig(model="mlp", data=str(tree(tmp_path / "other" / "shades", 7)),
+                                  data_dir=str(data_dir), epochs=1, resize=28, runs_dir=str(tmp_path / "runs")),
+                      progress="none")
+    other_cache = next(p for p in (data_dir / "imagefolder").iterdir() if p != cache)
+    assert other_run.path.exists()
+    for name in ("images.u8", "meta.json"):
+        original = (cache / name).read_bytes()
+        for kind in DAMAGE:
+            (cache / name).write_bytes(damaged(original, kind, (other_cache / name).read_bytes()))
+            result = cli("eval", run.path)
+            assert "Traceback" not in result.output, (name, kind, result.output)
+            if result.exit_code == 0:
+                again = evaluate(run.path, write=False)
+                assert (again.loss, again.top1) == (expected.loss, expected.top1), (name, kind)
+            else:
+                one_line_error(result)

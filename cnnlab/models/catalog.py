@@ -1,7 +1,8 @@
 """The zoo as records, one per registered model: what ``cnnlab models`` lists.
 
-Measuring happens here; the CLI only renders. Models are built on the meta device (shapes,
-no memory), so listing the whole zoo takes about a second.
+Measuring happens here; the CLI only renders. Models are built with torch's initializers
+switched off (``uninitialized``: their memory is allocated but never written, since counting
+needs no values), so listing the whole zoo takes about a second.
 """
 
 from __future__ import annotations

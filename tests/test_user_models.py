@@ -210,3 +210,28 @@ def test_a_user_network_trains_evaluates_shows_and_notices_an_edited_file(separa
     separable.unlink()
     moved = runner.invoke(app, ["eval", str(run.path)])
     assert moved.exit_code != 0 and "has moved or gone" in moved.output
+
+
+@pytest.mark.parametrize("recorded", [
+    None,                                                   # config.json edited: no source record at all
+    dict(reference="x", file="model_source.py", sha256=""),  # a relative path: the run's copy from inside it
+    dict(reference="x", file="{run}/model_source.py", sha256=""),  # the run's own copy, named absolutely
+    dict(reference="x", file="{run}/../run/./model_source.py", sha256=""),
+])
+def test_a_received_run_never_names_its_own_code_into_an_import(tmp_path, monkeypatch, recorded):
+    """A run directory from elsewhere whose record points the model at code inside the run (or
+    records no source) is one line: only --model-source run imports the run's copy."""
+    from cnnlab.models import rebuild_reference
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model_source.py").write_text("raise SystemExit('the run ran its own code')\n")
+    monkeypatch.chdir(run)
+    if recorded is not None:
+        recorded = {**recorded, "file": recorded["file"].format(run=run)}
+        recorded["sha256"] = __import__("hashlib").sha256((run / "model_source.py").read_bytes()).hexdigest()
+    for model in ("model_source.py:Net", f"{run}/model_source.py:Net"):
+        with pytest.raises(UsageError, match="records no source|the run's own code"):
+            rebuild_reference(model, recorded, run)
+    assert rebuild_reference("model_source.py:Net", recorded or {"file": "x"}, run, "run") == \
+        f"{(run / 'model_source.py').resolve()}:Net"  # asked for explicitly

@@ -242,18 +242,25 @@ def rebuild_reference(model: str, source: dict | None, run_dir: Path, choice: st
     ``run_dir``)."""
     if choice is not None and choice not in MODEL_SOURCES:
         raise UsageError(f"model source must be one of {', '.join(MODEL_SOURCES)}, not {choice!r}")
-    if not source or not is_reference(model):
+    if not is_reference(model):
         return model
+    if not source:  # a record edited or made by hand: cnnlab does not import code a run merely names
+        raise UsageError(f"{run_dir} names the network {model} but records no source for it (config.json's "
+                         f"model_source); cnnlab imports no code a run directory names by itself")
     attribute = model.rpartition(":")[2]
     recorded = source.get("file")
     if recorded is None:  # a package module: imported by name, as it was
         return model
-    if choice == "run":
-        copy = Path(run_dir) / (source.get("copy") or SOURCE_COPY)
+    if choice == "run":  # always the run's own copy, whatever name the record gives it
+        copy = Path(run_dir) / SOURCE_COPY
         if not copy.is_file():
             raise UsageError(f"{run_dir} keeps no copy of {model}'s file ({copy.name} is missing)")
         return f"{copy.resolve()}:{attribute}"
     file = Path(recorded)
+    if not file.is_absolute() or file.resolve().is_relative_to(Path(run_dir).resolve()):
+        raise UsageError(f"{run_dir} records {model}'s file as {file}, "
+                         f"{'a relative path' if not file.is_absolute() else 'inside the run directory'}: "
+                         f"that is the run's own code, imported only with --model-source run")
     if choice == "file":
         return f"{file}:{attribute}"
     how = "choose with --model-source file (the current file) or --model-source run (the copy in the run)"

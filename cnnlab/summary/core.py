@@ -78,13 +78,19 @@ class ModelSummary:
         """The rows shown at nesting level ``depth`` (None: every layer). A container at that
         depth stands for the layers inside it, so the rows' numbers add up to the totals;
         ``headers`` adds the shallower containers, whose contents are shown, as headings."""
-        def shown(row):
-            if not row.is_container:
-                return depth is None or row.depth <= depth
-            if row.depth == depth:
-                return True  # stands for its contents
-            return headers and (depth is None or row.depth < depth)
-        return [row for row in self.layers if shown(row)]
+        return shown_rows(self.layers, depth, headers)
+
+
+def shown_rows(layers: list, depth: int | None, headers: bool) -> list:
+    """The rows of ``layers`` (records with ``depth`` and ``is_container``) shown at nesting
+    level ``depth``: see ModelSummary.rows."""
+    def shown(row):
+        if not row.is_container:
+            return depth is None or row.depth <= depth
+        if row.depth == depth:
+            return True  # stands for its contents
+        return headers and (depth is None or row.depth < depth)
+    return [row for row in layers if shown(row)]
 
 
 def summarize(model_or_name, input_size=None, num_classes: int | None = None,

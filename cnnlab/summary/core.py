@@ -109,7 +109,7 @@ def summarize(model_or_name, input_size=None, num_classes: int | None = None,
 def summarize_with_graph(model_or_name, input_size=None, num_classes: int | None = None,
                          in_channels: int | None = None, model_args: dict | None = None):
     """The summary and the recorded forward pass it was measured on (its edges, for a diagram)."""
-    model, name, input_size, natural = _prepare(model_or_name, input_size, num_classes, in_channels,
+    model, name, input_size, natural = prepare_model(model_or_name, input_size, num_classes, in_channels,
                                                 model_args)
     recorder = Recorder(model)
     try:
@@ -143,7 +143,7 @@ def parse_input_size(text: str) -> tuple[int, ...]:
     return size
 
 
-def _prepare(model_or_name, input_size, num_classes, in_channels, model_args):
+def prepare_model(model_or_name, input_size, num_classes, in_channels, model_args):
     """The model to trace, its name, the full (C, H, W) input and its natural input."""
     if isinstance(model_or_name, nn.Module):
         if num_classes is not None or in_channels is not None or model_args:

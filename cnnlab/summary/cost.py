@@ -42,11 +42,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_MODES = ("off", "bf16", "fp16")
 HALF_BYTES = 2  # bf16 and fp16 activations under autocast
 
-CONVENTION = ("FLOPs = 2 x multiply-accumulates of convolutions, linear layers and matrix products, "
-              "forward and backward (weight and input gradients; none for the images), as "
-              "torch.utils.flop_counter counts them; batch norm, pooling, activations, additions and "
-              "the optimiser's update are left out. Activations: the tensors autograd keeps for "
-              "backward, each storage once.")
+# one line: what the figures count (the module docstring says it at length)
+CONVENTION = "Counted: FLOPs = 2 x MACs of convs, linears, matmuls, fwd + bwd; not norm/pool/act/add"
 
 
 @dataclass

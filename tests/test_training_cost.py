@@ -186,3 +186,21 @@ def test_fit_measure_runs_one_step_on_the_cpu():
     assert found.batch_size == 32 and found.limited_by == "the limit"
     assert found.measured_batch == 32 and found.measured_peak > 0
     assert found.margin == found.free - found.cost.memory.peak > 0
+
+
+def test_training_stops_before_writing_when_the_estimate_does_not_fit(tmp_path, monkeypatch):
+    import cnnlab.training
+    from cnnlab.errors import DoesNotFit
+
+    monkeypatch.setattr(cnnlab.training, "device_free_memory", lambda device: 2 * 2**20)  # 2 MiB free
+    config = cnnlab.TrainConfig(model="lenet", batch_size=64, epochs=1, runs_dir=str(tmp_path / "runs"), device="cpu",
+                                amp="off")
+    with pytest.raises(DoesNotFit, match=r"--batch-size (\d+) would fit") as refused:
+        cnnlab.train(config, progress="none")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    suggested = int(refused.value.args[0].split("--batch-size ")[1].split()[0])
+    step = dict(optimizer="adamw", momentum=0.0, device="cpu")  # lenet's recipe: AdamW
+    assert training_cost("lenet", batch_size=suggested, **step).memory.peak <= 2 * 2**20
+    assert training_cost("lenet", batch_size=suggested + 1, **step).memory.peak > 2 * 2**20
+    run = cnnlab.train(cnnlab.TrainConfig(**{**config.to_dict(), "fit_check": False}), progress="none")
+    assert len(run.metrics.rows()) == 1

@@ -175,16 +175,16 @@ def render_cost_table(cost, depth: int | None = None):
         table.add_column(header, justify=justify, no_wrap=header != "Layer")
     for row in cost.rows(depth, headers=True):
         heading = row.is_container and (depth is None or row.depth < depth)
-        table.add_row(Text("  " * (row.depth - 1) + row.name), row.type, _flops(row.forward_flops),
-                      _flops(row.backward_flops), _bytes(row.saved_bytes), style="dim" if heading else None)
+        table.add_row(Text("  " * (row.depth - 1) + row.name), row.type, flop_text(row.forward_flops),
+                      flop_text(row.backward_flops), byte_text(row.saved_bytes), style="dim" if heading else None)
     m, one, batch = cost.memory, cost.per_image, cost.per_batch
     lines = [
-        f"FLOPs per image: fwd {_flops(one.forward_flops)} + bwd {_flops(one.backward_flops)} "
-        f"= train {_flops(one.train_flops)}; batch {cost.batch_size}: {_flops(batch.train_flops)}",
-        f"Memory at batch {cost.batch_size}: peak {_bytes(m.peak)} = weights {_bytes(m.weights)} "
-        f"+ gradients {_bytes(m.gradients)}",
-        f"  + optimizer state {_bytes(m.optimizer_state)} + activations {_bytes(m.activations)} "
-        f"+ transient {_bytes(m.transient)}",
+        f"FLOPs per image: fwd {flop_text(one.forward_flops)} + bwd {flop_text(one.backward_flops)} "
+        f"= train {flop_text(one.train_flops)}; batch {cost.batch_size}: {flop_text(batch.train_flops)}",
+        f"Memory at batch {cost.batch_size}: peak {byte_text(m.peak)} = weights {byte_text(m.weights)} "
+        f"+ gradients {byte_text(m.gradients)}",
+        f"  + optimizer state {byte_text(m.optimizer_state)} + activations {byte_text(m.activations)} "
+        f"+ transient {byte_text(m.transient)}",
         cost.convention,
     ]
     parts = [table, Text(""), *(Text(line) for line in lines)]
@@ -198,7 +198,7 @@ def _optimizer_text(cost) -> str:
     return cost.optimizer
 
 
-def _flops(count: int) -> str:
+def flop_text(count: int) -> str:
     """1.81e9 -> '1.81 G'; 0 -> '0'."""
     for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if count >= scale:
@@ -206,9 +206,9 @@ def _flops(count: int) -> str:
     return f"{count:,}"
 
 
-def _bytes(count: int) -> str:
+def byte_text(count: int) -> str:
     """Binary units: 1.50 GiB, 12.3 MiB, 640 KiB, 96 B."""
-    for scale, unit in ((2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
+    for scale, unit in ((2 ** 40, "TiB"), (2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
         if count >= scale:
             return f"{count / scale:.3g} {unit}"
     return f"{count} B"

@@ -12,7 +12,9 @@ each epoch: ``run_epoch`` (shuffled, augmented batches, one optimiser step each)
 recorded: last.pt, best.pt when it improved, one metrics row.
 
 In metrics.csv, ``lr`` is the learning rate of the epoch's first step, ``images_per_second``
-counts training images over the training pass alone, ``epoch_seconds`` includes evaluation.
+counts training images over the training pass alone, ``epoch_seconds`` includes evaluation;
+``train_tflops`` is the training FLOPs (forward and backward, cnnlab.summary.cost) of those
+images per second and ``utilisation`` that over the device's peak (config.json's device_peak).
 
 Every epoch's randomness (shuffling, augmentation, dropout) is a pure function of
 ``(seed, epoch)``, so a run interrupted (Ctrl-C, SIGTERM, kill -9) and resumed gives the same
@@ -41,7 +43,7 @@ import cnnlab
 from cnnlab import distributed, threads
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchTransform, batches, default_data_dir, load_dataset, permute_pixels
-from cnnlab.devices import Placement
+from cnnlab.devices import Placement, peak_flops
 from cnnlab.errors import (DoesNotFit, InputSizeMismatch, InputTooSmall, PeerFailed, RunInconsistent, RunWriteFailed,
                            TrainingDiverged, TrainingInterrupted, UsageError)
 from cnnlab.models import (create_model, default_recipe, model_options, model_spec, rebuild_reference, recorded_model,
@@ -135,6 +137,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
 
     cost = step_cost(input_size[1], world.local_batch(config.batch_size))
     free = device_free_memory(placement.device)
+    device_peak = peak_flops(placement, config.data_dir)  # what utilisation divides by
     if config.fit_check is not False and free is not None and cost.memory.peak > free:
         raise does_not_fit(cost, free, placement, input_size, world,
                            peak_at=lambda side: step_cost(side, 1).memory.peak if fits(model, (input_size[0], side, side))
@@ -163,7 +166,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             if world.is_main:
                 config.name = run.name
                 record = describe_run(config, dataset, input_size, world, mean, std, summary.totals, from_recipe)
-                record = replace(record, model_source=source_record(config.model, run.path))
+                record = replace(record, model_source=source_record(config.model, run.path), device_peak=device_peak)
                 atomic_write_text(run.path / "summary.csv", to_csv(summary))
                 run.write_record(record)
         except BaseException:
@@ -179,7 +182,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             last.restore(optimizer, scaler, run.path / "last.pt")
             history, best_val_acc, best_epoch = list(last.history), last.best_val_acc, last.best_epoch
         if world.is_main:
-            record = extended(record, config, len(history), world)
+            record = replace(extended(record, config, len(history), world), device_peak=device_peak)
             run.write_record(record)
 
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
@@ -206,9 +209,11 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                                                    dataset.test_labels, transform, config.batch_size, world)
                 if not math.isfinite(val_loss):
                     raise diverged(epoch, config)
+                achieved = cost.per_image.train_flops * images_per_second  # FLOP/s of all processes
                 row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
                            val_acc=val_acc, lr=lr, epoch_seconds=time.perf_counter() - epoch_started,
-                           images_per_second=images_per_second)
+                           images_per_second=images_per_second, train_tflops=achieved / 1e12,
+                           utilisation=achieved / (device_peak["flops_per_second"] * world.size))
                 improved = val_acc > best_val_acc
                 if improved:
                     best_val_acc, best_epoch = val_acc, epoch

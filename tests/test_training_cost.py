@@ -203,4 +203,34 @@ def test_training_stops_before_writing_when_the_estimate_does_not_fit(tmp_path, 
     assert training_cost("lenet", batch_size=suggested, **step).memory.peak <= 2 * 2**20
     assert training_cost("lenet", batch_size=suggested + 1, **step).memory.peak > 2 * 2**20
     run = cnnlab.train(cnnlab.TrainConfig(**{**config.to_dict(), "fit_check": False}), progress="none")
-    assert len(run.metrics.rows()) == 1
+    (row,) = run.metrics.rows()
+    peak = run.read_record().device_peak["flops_per_second"]
+    flops = training_cost("lenet", batch_size=64, **step).per_image.train_flops
+    assert row["train_tflops"] == pytest.approx(flops * row["images_per_second"] / 1e12)
+    assert row["utilisation"] == pytest.approx(row["train_tflops"] * 1e12 / peak)
+
+
+def test_the_device_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
+    import cnnlab.devices as devices
+
+    calls = []
+    monkeypatch.setattr(devices, "measured_matmul_flops", lambda placement: calls.append(1) or 1e11)
+    placement = devices.Placement.choose("cpu", "off")
+    first = devices.peak_flops(placement, tmp_path)
+    second = devices.peak_flops(placement, tmp_path)
+    assert first == second and first["flops_per_second"] == 1e11 and len(calls) == 1
+
+
+def test_an_older_metrics_file_gains_the_cost_columns_when_an_epoch_is_appended(tmp_path):
+    from cnnlab.runs.metrics import METRICS_COLUMNS, MetricsLog
+
+    older = METRICS_COLUMNS[:-2]  # written before train_tflops and utilisation
+    log = MetricsLog(tmp_path / "metrics.csv")
+    log.path.write_text(",".join(older) + "\n" + ",".join(["1"] + ["0.5"] * (len(older) - 1)) + "\n")
+    assert log.rows()[0]["val_acc"] == 0.5 and "utilisation" not in log.rows()[0]
+    log.append({**dict.fromkeys(older, 0.25), "epoch": 2, "train_tflops": 0.01, "utilisation": 0.02})
+    header = log.path.read_text().splitlines()[0].split(",")
+    assert header == METRICS_COLUMNS
+    first, second = log.rows()
+    assert first["val_acc"] == 0.5 and "utilisation" not in first  # not measured then: left empty
+    assert second["utilisation"] == 0.02 and second["train_tflops"] == 0.01

@@ -16,6 +16,8 @@ METRICS_FILE = "metrics.csv"
 # these two columns lack them: readers take a missing or empty cell as not measured.
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                    "epoch_seconds", "images_per_second", "train_tflops", "utilisation"]
+TIMING_COLUMNS = ("epoch_seconds", "images_per_second", "train_tflops", "utilisation")  # vary run to run
+COST_COLUMNS = ("train_tflops", "utilisation")
 
 
 class MetricsLog:
@@ -55,8 +57,9 @@ class MetricsLog:
             text = text[: text.rfind("\n") + 1]
         rows = []
         for raw in csv.DictReader(io.StringIO(text)):
-            try:  # an empty cell: a column the epoch did not measure
-                row = {key: float(value) for key, value in raw.items() if key is not None and value != ""}
+            try:  # only the cost columns may be empty (not measured): any other gap is a damaged row
+                row = {key: float(value) for key, value in raw.items()
+                       if key is not None and not (key in COST_COLUMNS and value in ("", None))}
                 row["epoch"] = int(row["epoch"])
             except (TypeError, ValueError, KeyError, OverflowError):
                 break

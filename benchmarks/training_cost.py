@@ -5,9 +5,9 @@ README's "What will it cost?" table.
 
 For each network (Fashion-MNIST: one channel, ten classes; plain SGD without momentum, as the
 book trains): training FLOPs of one image (forward + backward, cnnlab.summary.cost), the
-activations autograd keeps per image, weights + gradients + optimiser state, and the largest
-batch whose estimated peak fits a GPU with --gpu-gib GiB free and this machine's available RAM
-now. Nothing is computed on tensors: every figure comes from the traced shapes.
+activations autograd keeps per image, weights + gradients + optimiser state, the peak at the
+book's batch, and the largest batch whose estimated peak fits a GPU with --gpu-gib GiB free and
+this machine's available RAM now (printed first). Nothing is computed on tensors: every figure comes from the traced shapes.
 """
 
 import argparse
@@ -25,6 +25,7 @@ D2L_NETWORKS = [("lenet", 28, 256), ("alexnet_2012", 224, 128), ("vgg11_quarter"
 
 def rows(gpu_bytes: int) -> list[dict]:
     ram = free_memory(torch.device("cpu"))
+    print(f"available RAM: {byte_text(ram)}")
     table = []
     for name, side, batch in D2L_NETWORKS:
         options = dict(input_size=(1, side, side), num_classes=10, batch_size=batch, optimizer="sgd")
@@ -33,12 +34,12 @@ def rows(gpu_bytes: int) -> list[dict]:
         state = on_cpu.memory.weights + on_cpu.memory.gradients + on_cpu.memory.optimizer_state
         table.append({
             "model": name, "input": f"{side}x{side}", "batch": batch,
-            "train FLOPs/image": flop_text(on_cpu.per_image.train_flops),
-            "activations/image": byte_text(on_cpu.saved_per_image),
-            "weights+grads+opt": byte_text(state),
-            "peak at that batch": byte_text(on_cpu.memory.peak),
-            f"batch on {gpu_bytes / 2**30:g} GiB GPU": f"{largest_batch(on_gpu, gpu_bytes):,}",
-            f"batch in {byte_text(ram)} RAM": f"{largest_batch(on_cpu, ram):,}",
+            "FLOPs/img": flop_text(on_cpu.per_image.train_flops),
+            "kept/img": byte_text(on_cpu.saved_per_image),
+            "w+g+opt": byte_text(state),
+            "peak": byte_text(on_cpu.memory.peak),
+            f"max {gpu_bytes / 2**30:g} GiB": f"{largest_batch(on_gpu, gpu_bytes):,}",
+            "max RAM": f"{largest_batch(on_cpu, ram):,}",
         })
     return table
 

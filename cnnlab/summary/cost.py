@@ -29,17 +29,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import get_type_hints
 
 import torch
 from torch import nn
 
+from cnnlab.config import TrainConfig, choices
+from cnnlab.devices import AMP_DTYPES
 from cnnlab.errors import UsageError
 from cnnlab.summary.core import shown_rows, summarize_with_graph
 from cnnlab.summary.counts import count_macs, weight_of
 from cnnlab.summary.graph import Container, Step, function_name
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-AMP_MODES = ("off", "bf16", "fp16")
+OPTIMIZERS = choices(get_type_hints(TrainConfig)["optimizer"])  # as `cnnlab train` takes them
+AMP_MODES = tuple(AMP_DTYPES)  # off, bf16, fp16
 HALF_BYTES = 2  # bf16 and fp16 activations under autocast
 
 # one line: what the figures count (the module docstring says it at length)
@@ -147,14 +150,14 @@ def training_cost(model_or_name, input_size=None, batch_size: int = 1, optimizer
     backward = sum(c[1] for c in costs.values())
     per_image = Flops(forward, backward, forward + backward)
     totals = summary.totals
-    trainable = _trainable_bytes(steps)
     cost = TrainingCost(
         summary.model, summary.input_size, batch_size, optimizer, momentum, amp, layers, per_image,
         Flops(forward * batch_size, backward * batch_size, (forward + backward) * batch_size),
         memory=None, warnings=list(kept.guesses),
         saved_per_image=sum(c[2] for c in costs.values()), saved_fixed=sum(c[3] for c in costs.values()),
         transient_per_image=max((_gradient_pair(step, activation_bytes) for step in steps), default=0),
-        param_bytes=totals.param_bytes, buffer_bytes=totals.buffer_bytes, trainable_bytes=trainable)
+        param_bytes=totals.param_bytes, buffer_bytes=totals.buffer_bytes,
+        trainable_bytes=_trainable_bytes(steps))
     cost.memory = _memory(cost, batch_size)
     return cost
 
@@ -369,7 +372,10 @@ def _local_response_norm_bytes(module: nn.LocalResponseNorm, first, element_byte
 
 
 def _gradient_pair(step: Step, element_bytes: int | None) -> int:
-    """Per image: the gradients of a step's output and of its first input, alive together."""
-    tensors = [t for t in (step.output, *(a for a in step.args[:1] if isinstance(a, torch.Tensor)))
-               if _needs_grad(t) or t is step.output]
+    """Per image: the gradients of a step's output and of its first input (where it needs
+    one), alive together while the step's backward runs."""
+    if not isinstance(step.output, torch.Tensor):
+        return 0
+    first = step.args[0] if step.args else None
+    tensors = [step.output, *([first] if _needs_grad(first) else [])]
     return sum(math.prod(t.shape[1:]) * (element_bytes or t.element_size()) for t in tensors)

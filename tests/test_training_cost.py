@@ -22,12 +22,13 @@ runner = CliRunner()
 BATCH = 2  # two images: batch norm trains on it, and the per-image figures are doubled
 
 
-def measured(name, side, model_args=None):
+def measured(name, side, model_args=None, amp=None):
     """What PyTorch itself counts over one forward and backward pass in training mode, per
     batch of BATCH: FLOPs (FlopCounterMode: convolutions, linear layers and matrix products,
     2 per multiply-accumulate; it skips batch norm, pooling, activations and additions, and so
     does training_cost) and the bytes of the distinct storages autograd keeps for backward
-    (saved_tensors_hooks, by data pointer; parameters and buffers left out)."""
+    (saved_tensors_hooks, by data pointer; parameters and buffers left out); ``amp``: under
+    CPU autocast in that 16-bit type."""
     torch.manual_seed(0)
     model = create_model(name, **(model_args or {})).train()
     channels = cnnlab.model_spec(name).input_size[0]
@@ -42,7 +43,8 @@ def measured(name, side, model_args=None):
         return tensor
 
     with FlopCounterMode(display=False) as counter:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None), \
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             outputs = model(images)
         getattr(outputs, "logits", outputs).sum().backward()
     return counter.get_total_flops(), sum(kept.values())
@@ -135,11 +137,13 @@ def test_weights_gradients_and_optimizer_state_match_a_real_step(optimizer, mome
     assert state == copies * cost.memory.weights
 
 
-def test_half_precision_halves_the_activations():
-    full = training_cost("lenet", batch_size=16)
-    half = training_cost("lenet", batch_size=16, amp="bf16")
-    assert half.memory.activations == full.memory.activations // 2
-    assert half.per_image == full.per_image
+@pytest.mark.parametrize("name, side", [("resnet18", 32), ("vgg11", 32), ("lenet", 28)])
+def test_bf16_activations_and_weight_copies_match_autocast(name, side):
+    """Under autocast activations are 16-bit and autograd keeps a 16-bit copy of every weight."""
+    flops, saved = measured(name, side, reduced(name), amp=torch.bfloat16)
+    cost = training_cost(name, input_size=side, batch_size=BATCH, model_args=reduced(name), amp="bf16")
+    assert cost.memory.activations == pytest.approx(saved, rel=0.10)
+    assert cost.per_batch.train_flops == pytest.approx(flops, rel=0.02)
 
 
 def test_formats_hold_the_same_numbers():

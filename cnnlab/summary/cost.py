@@ -19,6 +19,8 @@ Measured on the summary's recording of the forward pass (graph.py), from shapes 
   its mask. In-place operations and views share the storage they came from (read off the
   recorded tensors themselves); a concatenation is a new storage. A layer is charged with each
   storage it is the first to keep, so the layers add up to the total.
+- Under autocast (``amp`` bf16 or fp16) activations are 16-bit and autograd also keeps the
+  16-bit copy autocast makes of every convolution's and linear layer's weight.
 - ``peak`` adds the weights (parameters and buffers), their gradients, the optimiser's state
   (SGD none, SGD with momentum one copy of the weights, Adam and AdamW two) and the largest
   transient of a step: the gradients of one layer's output and input, alive together while
@@ -274,9 +276,11 @@ _FUNCTIONS_KEEPING_NOTHING = {
     "add", "sub", "neg", "cat", "concat", "stack", "pad", "flatten", "view", "reshape", "squeeze", "unsqueeze",
     "permute", "transpose", "contiguous", "getitem", "chunk", "split", "mean", "sum", "expand", "clone",
     "size", "float", "to", "type_as"}
-_FUNCTIONS_KEEPING_OUTPUT = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "log_softmax", "exp"}
+_FUNCTIONS_KEEPING_OUTPUT = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "log_softmax", "exp",
+                             "sqrt"}
+# (functional convolutions and linear layers are recognised by their weight, as modules are)
 _FUNCTIONS_KEEPING_INPUT = {"gelu", "silu", "hardswish", "leaky_relu", "elu", "avg_pool2d", "batch_norm",
-                            "layer_norm", "group_norm", "conv1d", "conv2d", "conv3d", "linear", "pow", "sqrt", "log"}
+                            "layer_norm", "group_norm", "pow", "log"}
 
 
 def _saved(step: Step, kept: _Storages, element_bytes: int | None, device_type: str) -> tuple[int, int]:
@@ -288,15 +292,17 @@ def _saved(step: Step, kept: _Storages, element_bytes: int | None, device_type: 
     first = args[0] if args else None
     per_image = fixed = 0
 
-    def keep(tensor, bytes_per_value=None):
+    def keep(tensor):
         nonlocal per_image
         if tensor is not None and kept.take(tensor):
-            per_image += _per_image_bytes(tensor, bytes_per_value or element_bytes)
+            per_image += _per_image_bytes(tensor, element_bytes)
 
     weight = weight_of(step)
     if weight is not None:
         if weight.requires_grad:
             keep(first)
+        if element_bytes is not None:  # autocast keeps its 16-bit copy of the weight
+            fixed += weight.numel() * element_bytes
     elif module is not None:
         if isinstance(module, _KEEPS_OUTPUT):
             keep(output)

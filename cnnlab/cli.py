@@ -194,7 +194,8 @@ def summary(
 
         check_training_options(1 if batch_size is None else batch_size, optimizer, momentum, amp)
         if fit:
-            from cnnlab.summary.fit import fit_batch, render_fit
+            from cnnlab.summary.fit import fit_batch
+            from cnnlab.summary.report import render_fit
 
             found = fit_batch(model, input_size=input_size, num_classes=classes, model_args=options,
                               optimizer=optimizer, momentum=momentum, amp=amp, device=device, measure=measure,

@@ -11,14 +11,13 @@ the CPU the growth of the process's resident size (its high-water mark, reset be
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from cnnlab.errors import CnnlabError, DeviceUnavailable, UsageError
+from cnnlab.errors import DeviceUnavailable, DoesNotFit, UsageError
 from cnnlab.summary.cost import TrainingCost, training_cost
 
 LARGEST_BATCH = 1 << 20  # as TrainConfig's --batch-size
@@ -80,8 +79,8 @@ def fit_batch(model, input_size=None, num_classes=None, model_args=None, optimiz
     probe = training_cost(model, batch_size=1, device=target.type, **options)
     batch = largest_batch(probe, free, limit)
     if batch < 1:
-        raise CnnlabError(f"{probe.model} does not fit {target} even at batch 1: its estimated peak is "
-                          f"{probe.memory.peak / 2**20:,.0f} MiB, {free / 2**20:,.0f} MiB are free")
+        raise DoesNotFit(f"{probe.model} does not fit {target} even at batch 1: its estimated peak is "
+                         f"{probe.memory.peak / 2**20:,.0f} MiB, {free / 2**20:,.0f} MiB are free")
     cost = training_cost(model, batch_size=batch, device=target.type, **options)
     found = Fit(cost, str(target), free, batch, free - cost.memory.peak,
                 "the limit" if batch == limit else "memory")
@@ -108,7 +107,7 @@ def _measure(found: Fit, model, options, device) -> None:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             batch //= 2
-    raise CnnlabError(f"one training step failed for lack of memory at every batch tried ({failed})")
+    raise DoesNotFit(f"one training step failed for lack of memory at every batch tried ({failed})")
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -163,22 +162,3 @@ def _status_bytes(key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     raise DeviceUnavailable("the process's resident size is unknown here (no /proc/self/status)")
-
-
-def render_fit(found: Fit) -> str:
-    cost = found.cost
-    size = "x".join(map(str, cost.input_size))
-    lines = [f"{cost.model} at {size}, {cost.optimizer}, amp {cost.amp} on {found.device}: batch "
-             f"{found.batch_size:,} fits ({'the most asked for' if found.limited_by == 'the limit' else 'memory'})",
-             f"  estimated peak {_mib(cost.memory.peak)} of {_mib(found.free)} free, margin {_mib(found.margin)}"]
-    if found.measured_peak is not None:
-        ratio = found.measured_peak / found.estimated_peak if found.estimated_peak else math.nan
-        failed = f" (failed at {', '.join(map(str, found.failed_batches))})" if found.failed_batches else ""
-        lines.append(f"  one real step at batch {found.measured_batch:,}{failed}: measured peak "
-                     f"{_mib(found.measured_peak)},")
-        lines.append(f"  estimate {_mib(found.estimated_peak)} (measured / estimate {ratio:.2f})")
-    return "\n".join(lines)
-
-
-def _mib(count: int) -> str:
-    return f"{count / 2**20:,.1f} MiB"

@@ -212,3 +212,20 @@ def byte_text(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.3g} {unit}"
     return f"{count} B"
+
+
+def render_fit(found) -> str:
+    """The batch ``--fit`` found (a cnnlab.summary.fit.Fit), its margin and any measured step."""
+    cost = found.cost
+    limit = "the most asked for" if found.limited_by == "the limit" else "memory"
+    lines = [f"{cost.model} at {_shape(cost.input_size)}, {_optimizer_text(cost)}, amp {cost.amp} on "
+             f"{found.device}: batch {found.batch_size:,} fits ({limit})",
+             f"  estimated peak {byte_text(cost.memory.peak)} of {byte_text(found.free)} free, "
+             f"margin {byte_text(found.margin)}"]
+    if found.measured_peak is not None:
+        failed = f" (failed at {', '.join(map(str, found.failed_batches))})" if found.failed_batches else ""
+        lines += [f"  one real step at batch {found.measured_batch:,}{failed}: measured peak "
+                  f"{byte_text(found.measured_peak)},",
+                  f"  estimate {byte_text(found.estimated_peak)} "
+                  f"(measured / estimate {found.measured_peak / found.estimated_peak:.2f})"]
+    return "\n".join(lines)

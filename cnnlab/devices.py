@@ -143,6 +143,7 @@ def peak_flops(placement: Placement, data_dir) -> dict:
     of a known GPU, else a large matrix product measured once per machine and cached in
     ``data_dir``. A record for config.json: flops_per_second, precision, device, source."""
     import json
+    import os
     from pathlib import Path
 
     name = device_name(placement.device)
@@ -160,9 +161,11 @@ def peak_flops(placement: Placement, data_dir) -> dict:
         cached = {}
     if not isinstance(cached.get(key), (int, float)) or not cached[key] > 0:
         cached[key] = measured_matmul_flops(placement)
-        try:
+        try:  # written whole, then renamed: processes measuring at once never read half a file
             cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(cached, indent=2), encoding="utf-8")
+            partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps(cached, indent=2), encoding="utf-8")
+            os.replace(partial, cache)
         except OSError:
             pass  # measured again next time
     return dict(flops_per_second=float(cached[key]), precision=placement.amp, device=name,

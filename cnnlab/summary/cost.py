@@ -155,13 +155,20 @@ def training_cost(model_or_name, input_size=None, batch_size: int = 1, optimizer
     cost = TrainingCost(
         summary.model, summary.input_size, batch_size, optimizer, momentum, amp, layers, per_image,
         Flops(forward * batch_size, backward * batch_size, (forward + backward) * batch_size),
-        memory=None, warnings=list(kept.guesses),
+        memory=None, warnings=kept.guesses + _untraced_warning(graph),
         saved_per_image=sum(c[2] for c in costs.values()), saved_fixed=sum(c[3] for c in costs.values()),
         transient_per_image=max((_gradient_pair(step, activation_bytes) for step in steps), default=0),
         param_bytes=totals.param_bytes, buffer_bytes=totals.buffer_bytes,
         trainable_bytes=_trainable_bytes(steps))
     cost.memory = _memory(cost, batch_size)
     return cost
+
+
+def _untraced_warning(graph) -> list[str]:
+    if graph.graph_module is not None:
+        return []
+    return ["torch.fx cannot trace this model: only its modules are counted, not the functions called "
+            "between them (products, concatenations), so FLOPs and activations may be low"]
 
 
 def check_training_options(batch_size, optimizer, momentum, amp) -> None:

@@ -95,10 +95,10 @@ class TrainingCost:
     layers: list[LayerCost]         # pre-order, as in the summary
     per_image: Flops
     per_batch: Flops
-    memory: Memory
     convention: str = CONVENTION
     warnings: list[str] = field(default_factory=list)
-    # activations = saved_per_image x batch + saved_fixed (batch norm's per-channel statistics)
+    # what memory_at scales: activations = saved_per_image x batch + saved_fixed (batch norm's
+    # per-channel statistics, autocast's weight copies)
     saved_per_image: int = 0
     saved_fixed: int = 0
     transient_per_image: int = 0
@@ -108,6 +108,11 @@ class TrainingCost:
 
     def rows(self, depth: int | None = None, headers: bool = False) -> list[LayerCost]:
         return shown_rows(self.layers, depth, headers)
+
+    @property
+    def memory(self) -> Memory:
+        """The memory of one step at ``batch_size``."""
+        return self.memory_at(self.batch_size)
 
     def memory_at(self, batch_size: int) -> Memory:
         """The memory of one step at another batch size (the layers' figures stay at ``batch_size``)."""
@@ -152,16 +157,14 @@ def training_cost(model_or_name, input_size=None, batch_size: int = 1, optimizer
     backward = sum(c[1] for c in costs.values())
     per_image = Flops(forward, backward, forward + backward)
     totals = summary.totals
-    cost = TrainingCost(
+    return TrainingCost(
         summary.model, summary.input_size, batch_size, optimizer, momentum, amp, layers, per_image,
         Flops(forward * batch_size, backward * batch_size, (forward + backward) * batch_size),
-        memory=None, warnings=kept.guesses + _untraced_warning(graph),
+        warnings=kept.guesses + _untraced_warning(graph),
         saved_per_image=sum(c[2] for c in costs.values()), saved_fixed=sum(c[3] for c in costs.values()),
         transient_per_image=max((_gradient_pair(step, activation_bytes) for step in steps), default=0),
         param_bytes=totals.param_bytes, buffer_bytes=totals.buffer_bytes,
         trainable_bytes=_trainable_bytes(steps))
-    cost.memory = _memory(cost, batch_size)
-    return cost
 
 
 def _untraced_warning(graph) -> list[str]:

@@ -22,6 +22,8 @@ _API = {
     "model_spec": "cnnlab.models",
     "describe_models": "cnnlab.models",
     "summarize": "cnnlab.summary",
+    "training_cost": "cnnlab.summary",
+    "fit_batch": "cnnlab.summary.fit",
     "network_diagram": "cnnlab.diagram",
     "save_diagram": "cnnlab.diagram",
     # (modules named unlike the functions: importing a submodule cnnlab.train would rebind

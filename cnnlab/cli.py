@@ -75,6 +75,7 @@ FormatOption = Annotated[Optional[OutputFormat], typer.Option(
 InputOption = Annotated[Optional[str], typer.Option(
     "--input", "-i", help="Input size CxHxW, HxW or one side (default: the model's natural input).")]
 ClassesOption = Annotated[Optional[int], typer.Option(help="Number of classes.", show_default=False)]
+COST_PANEL = "Training cost"
 ModelArgsOption = Annotated[Optional[list[str]], typer.Option(
     "--model-arg", show_default=False, metavar="KEY=VALUE",
     help="A model option, e.g. width=0.5 or attention=se (repeat for several).")]
@@ -160,13 +161,55 @@ def summary(
     out: OutOption = None,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show the arithmetic behind output sizes, parameters, MACs and fields.")] = False,
+    training: Annotated[bool, typer.Option(
+        "--training", rich_help_panel=COST_PANEL,
+        help="What one training step costs: FLOPs forward and backward, memory at --batch-size.")] = False,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", "-b", rich_help_panel=COST_PANEL, show_default=False,
+        help="Images per step (--training; default 1); with --fit the most to consider.")] = None,
+    optimizer: Annotated[str, typer.Option(
+        rich_help_panel=COST_PANEL, help="sgd, adam or adamw: its state counts in the memory.")] = "sgd",
+    momentum: Annotated[float, typer.Option(
+        rich_help_panel=COST_PANEL, help="SGD momentum (above 0: one buffer per weight).")] = 0.0,
+    amp: Annotated[str, typer.Option(
+        rich_help_panel=COST_PANEL, help="off, bf16 or fp16: activations in 16 bits.")] = "off",
+    fit: Annotated[bool, typer.Option(
+        "--fit", rich_help_panel=COST_PANEL,
+        help="The largest batch whose peak fits the free memory of --device.")] = False,
+    device: Annotated[str, typer.Option(
+        rich_help_panel=COST_PANEL, help="--fit: auto (the training device), cpu, cuda or cuda:N.")] = "auto",
+    measure: Annotated[bool, typer.Option(
+        "--measure", rich_help_panel=COST_PANEL,
+        help="--fit: run one real training step at that batch and compare its peak.")] = False,
 ):
-    """Show every layer's output shape, parameters, MACs and receptive field (size, jump, start)."""
+    """Show every layer's output shape, parameters, MACs and receptive field (size, jump, start);
+    with --training, what a training step costs; with --fit, the batch that fits."""
     from cnnlab.render import output_format, show
-    from cnnlab.summary import render_table, summarize, to_csv, to_json
 
     fmt = output_format(format and format.value, out, allowed=("table", "csv", "json"))
     input_size, classes, options = model_request(model, input, classes, model_args, depth=depth)
+    if training or fit:
+        from cnnlab.summary import cost_to_csv, cost_to_json, render_cost_table, training_cost
+        from cnnlab.summary.cost import check_training_options
+
+        check_training_options(1 if batch_size is None else batch_size, optimizer, momentum, amp)
+        if fit:
+            from cnnlab.summary.fit import fit_batch
+            from cnnlab.summary.report import render_fit
+
+            found = fit_batch(model, input_size=input_size, num_classes=classes, model_args=options,
+                              optimizer=optimizer, momentum=momentum, amp=amp, device=device, measure=measure,
+                              limit=batch_size)
+            show(render_fit(found), out)
+            return
+        cost = training_cost(model, input_size=input_size, num_classes=classes, model_args=options,
+                             batch_size=batch_size or 1, optimizer=optimizer, momentum=momentum, amp=amp)
+        content = {"csv": lambda: cost_to_csv(cost, depth), "json": lambda: cost_to_json(cost, depth),
+                   "table": lambda: render_cost_table(cost, depth)}[fmt]()
+        show(content, out)
+        return
+    from cnnlab.summary import render_table, summarize, to_csv, to_json
+
     result = summarize(model, input_size=input_size, num_classes=classes, model_args=options)
     content = {"csv": lambda: to_csv(result, depth, explain), "json": lambda: to_json(result, depth),
                "table": lambda: render_table(result, depth, explain)}[fmt]()

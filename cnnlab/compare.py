@@ -12,8 +12,9 @@ blank. Only when no run at all can be compared is an error raised.
 The columns: name, model, data; epochs finished and epochs_planned; best_val_acc and the
 best_epoch that first reached it; final_val_acc, final_train_loss and final_val_loss of the
 last finished epoch; params and macs (per image) at the trained input size, from config.json
-or counted again for older runs; mean_epoch_seconds and images_per_second (training) averaged
-over the epochs after the first, which also pays one-time warm-up; device; path.
+or counted again for older runs; mean_epoch_seconds, images_per_second, train_tflops and
+utilisation (training) averaged over the epochs after the first, which also pays one-time
+warm-up (blank for runs written before the last two were measured); device; path.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ COLUMNS = [
     ("macs", "MACs", False),
     ("mean_epoch_seconds", "s/epoch", False),
     ("images_per_second", "images/s", True),
+    ("train_tflops", "TFLOP/s", True),
+    ("utilisation", "util", True),
     ("device", "device", None),
     ("path", "path", None),
 ]
@@ -142,6 +145,8 @@ def measure(loaded: LoadedRun, on_problem: ProblemHandler | None = None) -> dict
         "macs": macs,
         "mean_epoch_seconds": _steady_mean(metrics, "epoch_seconds"),
         "images_per_second": _steady_mean(metrics, "images_per_second"),
+        "train_tflops": _steady_mean(metrics, "train_tflops"),
+        "utilisation": _steady_mean(metrics, "utilisation"),
         "device": device,
         "path": str(loaded.run.path),
     }
@@ -236,6 +241,10 @@ def _cell(column: str, value, row) -> str:
         return f"{value:.2f}"
     if column == "images_per_second":
         return f"{value:,.0f}"
+    if column == "train_tflops":
+        return f"{value:.3g}"
+    if column == "utilisation":
+        return f"{100 * value:.1f}%"
     return str(value)
 
 

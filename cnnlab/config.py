@@ -189,6 +189,9 @@ class TrainConfig:
     channels_last: bool | None = option(None, "Channels-last memory format (default: on for CPU and CUDA).",
                                         panel=DEVICE, flag="--channels-last/--no-channels-last")
     compile: bool = option(False, "torch.compile the model.", panel=DEVICE, flag="--compile")
+    fit_check: bool | None = option(None, "Before training, stop when the estimated peak memory of a step does not "
+                                    "fit the device's free memory, naming a batch or --resize that would (default: on; "
+                                    "--no-fit-check tries anyway).", panel=DEVICE, flag="--fit-check/--no-fit-check")
     sync_bn: bool = option(False, "With several GPUs: batch norm over the global batch, not each GPU's share.",
                            panel=DEVICE, flag="--sync-bn")
     # -- the run store

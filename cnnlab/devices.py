@@ -97,3 +97,92 @@ class Placement:
         if self.amp == "off":
             return nullcontext()
         return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
+
+
+# published dense peak FLOP/s (no sparsity) by GPU name and precision; fp32 is without TF32,
+# which PyTorch leaves off for matrix products by default
+PUBLISHED_PEAKS = {
+    "H200": {"bf16": 989e12, "fp16": 989e12, "off": 67e12},
+    "H100 SXM": {"bf16": 989e12, "fp16": 989e12, "off": 67e12},
+    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "off": 51e12},
+    "A100": {"bf16": 312e12, "fp16": 312e12, "off": 19.5e12},
+    "L4": {"bf16": 121e12, "fp16": 121e12, "off": 30.3e12},
+    "RTX 4090": {"bf16": 165e12, "fp16": 165e12, "off": 82.6e12},
+    "RTX 3090": {"bf16": 71e12, "fp16": 71e12, "off": 35.6e12},
+    "V100": {"fp16": 125e12, "off": 15.7e12},
+    "T4": {"fp16": 65e12, "off": 8.1e12},
+}
+PEAK_CACHE_FILE = "device_peaks.json"
+PEAK_MATMUL_SIDE = 2048
+
+
+def device_name(device: torch.device) -> str:
+    """The device's model name: the GPU's, or the CPU's from /proc/cpuinfo (with the thread count
+    PyTorch uses, which its peak depends on)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform_cpu_name()
+    return f"{name} ({torch.get_num_threads()} threads)" if device.type == "cpu" else name
+
+
+def platform_cpu_name() -> str:
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def peak_flops(placement: Placement, data_dir) -> dict:
+    """The device's peak FLOP/s in the precision ``placement`` uses: the published dense figure
+    of a known GPU, else a large matrix product measured once per machine and cached in
+    ``data_dir``. A record for config.json: flops_per_second, precision, device, source."""
+    import json
+    import os
+    from pathlib import Path
+
+    name = device_name(placement.device)
+    if placement.device.type == "cuda":
+        for known, peaks in PUBLISHED_PEAKS.items():
+            if known.lower() in name.lower() and placement.amp in peaks:
+                return dict(flops_per_second=peaks[placement.amp], precision=placement.amp, device=name,
+                            source=f"published dense peak of the {known}")
+    cache = Path(data_dir) / PEAK_CACHE_FILE
+    key = f"{name} | {placement.amp}"
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        cached = cached if isinstance(cached, dict) else {}
+    except (OSError, ValueError):
+        cached = {}
+    if not isinstance(cached.get(key), (int, float)) or not cached[key] > 0:
+        cached[key] = measured_matmul_flops(placement)
+        try:  # written whole, then renamed: processes measuring at once never read half a file
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps(cached, indent=2), encoding="utf-8")
+            os.replace(partial, cache)
+        except OSError:
+            pass  # measured again next time
+    return dict(flops_per_second=float(cached[key]), precision=placement.amp, device=name,
+                source=f"{PEAK_MATMUL_SIDE}x{PEAK_MATMUL_SIDE} matrix product measured once, cached in {cache}")
+
+
+def measured_matmul_flops(placement: Placement, side: int = PEAK_MATMUL_SIDE, tries: int = 3) -> float:
+    """FLOP/s of the best of ``tries`` square matrix products (after one to warm up), two FLOPs a
+    multiply-accumulate, in the precision ``placement`` computes in."""
+    import math
+    import time
+
+    dtype = AMP_DTYPES[placement.amp] or torch.float32
+    a = torch.randn(side, side, device=placement.device, dtype=dtype)
+    best = math.inf
+    for _ in range(tries + 1):
+        started = time.perf_counter()
+        (a @ a).sum().item()  # .item() waits for a GPU
+        best = min(best, time.perf_counter() - started)
+    return 2 * side ** 3 / best

@@ -54,6 +54,10 @@ class DeviceUnavailable(CnnlabError):
     pass
 
 
+class DoesNotFit(CnnlabError):
+    """A training step's estimated peak memory is more than the device has free."""
+
+
 class NotARun(CnnlabError):
     pass
 

@@ -12,7 +12,9 @@ each epoch: ``run_epoch`` (shuffled, augmented batches, one optimiser step each)
 recorded: last.pt, best.pt when it improved, one metrics row.
 
 In metrics.csv, ``lr`` is the learning rate of the epoch's first step, ``images_per_second``
-counts training images over the training pass alone, ``epoch_seconds`` includes evaluation.
+counts training images over the training pass alone, ``epoch_seconds`` includes evaluation;
+``train_tflops`` is the training FLOPs (forward and backward, cnnlab.summary.cost) of those
+images per second and ``utilisation`` that over the device's peak (config.json's device_peak).
 
 Every epoch's randomness (shuffling, augmentation, dropout) is a pure function of
 ``(seed, epoch)``, so a run interrupted (Ctrl-C, SIGTERM, kill -9) and resumed gives the same
@@ -41,15 +43,17 @@ import cnnlab
 from cnnlab import distributed, threads
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchTransform, batches, default_data_dir, load_dataset, permute_pixels
-from cnnlab.devices import Placement
-from cnnlab.errors import (InputSizeMismatch, InputTooSmall, PeerFailed, RunInconsistent, RunWriteFailed,
-                           TrainingDiverged, TrainingInterrupted)
+from cnnlab.devices import Placement, peak_flops
+from cnnlab.errors import (DoesNotFit, InputSizeMismatch, InputTooSmall, PeerFailed, RunInconsistent, RunWriteFailed,
+                           TrainingDiverged, TrainingInterrupted, UsageError)
 from cnnlab.models import (create_model, default_recipe, model_options, model_spec, rebuild_reference, recorded_model,
                            source_record)
 from cnnlab.models.blocks import AUX_LOSS_WEIGHT, AuxOutputs
 from cnnlab.progress import make_reporter
 from cnnlab.runs import Checkpoint, Run, RunRecord, atomic_write_text, name_taken, run_exists
-from cnnlab.summary import summarize, to_csv
+from cnnlab.summary import summarize, to_csv, training_cost
+from cnnlab.summary.fit import free_memory, largest_batch
+from cnnlab.summary.report import byte_text, flop_text
 
 
 def train(config: TrainConfig | None = None, *, progress: str = "auto") -> Run:
@@ -133,6 +137,18 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     if config.init != "default":
         INITS[config.init](model)
     summary = summarize(model, input_size=input_size)  # an input the model cannot take fails here
+    def step_cost(side: int, batch: int):
+        return training_cost(model, input_size=(input_size[0], side, side), batch_size=batch,
+                             optimizer=config.optimizer, momentum=config.momentum if config.optimizer == "sgd" else 0.0,
+                             amp=placement.amp, device=placement.device.type)
+
+    cost = step_cost(input_size[1], world.local_batch(config.batch_size))
+    free = device_free_memory(placement.device)
+    device_peak = peak_flops(placement, config.data_dir)  # what utilisation divides by
+    if config.fit_check is not False and free is not None and cost.memory.peak > free:
+        raise does_not_fit(cost, free, placement, input_size, world,
+                           peak_at=lambda side: step_cost(side, 1).memory.peak if fits(model, (input_size[0], side, side))
+                           else None)
     model = placement.place(model)
     forward = world.wrap(model, config.sync_bn)  # under torchrun: DDP
     forward = torch.compile(forward) if config.compile else forward  # checkpoints save `model`
@@ -152,7 +168,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             if world.is_main:
                 config = replace(config, name=run.name)
                 record = describe_run(config, dataset, input_size, world, mean, std, summary.totals, from_recipe)
-                record = replace(record, model_source=source_record(config.model, run.path))
+                record = replace(record, model_source=source_record(config.model, run.path), device_peak=device_peak)
                 atomic_write_text(run.path / "summary.csv", to_csv(summary))
                 run.write_record(record)
         except BaseException:
@@ -168,7 +184,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             last.restore(optimizer, scaler, run.path / "last.pt")
             history, best_val_acc, best_epoch = list(last.history), last.best_val_acc, last.best_epoch
         if world.is_main:
-            record = extended(record, config, len(history), world)
+            record = replace(extended(record, config, len(history), world), device_peak=device_peak)
             run.write_record(record)
 
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
@@ -176,7 +192,9 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     reporter.start(describe_start(config, dataset, summary.totals.params, input_size, world, run, len(history)))
     if not history and world.is_main:
         reporter.start(describe_recipe(config, from_recipe))
-        slow = slow_epoch_note(summary.totals.macs, len(dataset.train_labels), placement, input_size, spec,
+        seconds = epoch_seconds(cost.per_image.train_flops, len(dataset.train_labels), placement)
+        reporter.start(describe_cost(cost, free, seconds, placement))
+        slow = slow_epoch_note(seconds, len(dataset.train_labels), placement, input_size, spec,
                                fits=lambda side: fits(model, (input_size[0], side, side)))
         if slow:
             reporter.start(slow)
@@ -193,9 +211,11 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                                                    dataset.test_labels, transform, config.batch_size, world)
                 if not math.isfinite(val_loss):
                     raise diverged(epoch, config)
+                achieved = cost.per_image.train_flops * images_per_second  # FLOP/s of all processes
                 row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
                            val_acc=val_acc, lr=lr, epoch_seconds=time.perf_counter() - epoch_started,
-                           images_per_second=images_per_second)
+                           images_per_second=images_per_second, train_tflops=achieved / 1e12,
+                           utilisation=achieved / (device_peak["flops_per_second"] * world.size))
                 improved = val_acc > best_val_acc
                 if improved:
                     best_val_acc, best_epoch = val_acc, epoch
@@ -534,12 +554,16 @@ def describe_recipe(config: TrainConfig, from_recipe: dict) -> str:
 SLOW_EPOCH_SECONDS = 120  # an epoch longer than this gets a note before it starts
 
 
-def slow_epoch_note(macs: int, images: int, placement, input_size, spec, fits) -> str | None:
+def epoch_seconds(train_flops: int, images: int, placement) -> float:
+    """An epoch's estimated duration: its training FLOPs (forward and backward, see
+    cnnlab.summary.cost) at the rate this device multiplies large matrices (measured now, so a
+    busy machine gets a longer one; two FLOPs a multiply-accumulate)."""
+    return train_flops * images / (2 * matmul_rate(placement))
+
+
+def slow_epoch_note(seconds: float, images: int, placement, input_size, spec, fits) -> str | None:
     """A note, before a long wait, with the epoch's estimated duration and the --resize and
-    --model-arg width= values that would bring it to a minute. The estimate: training costs
-    about three times the forward MACs (forward, and backward for inputs and weights), at the
-    rate this device multiplies large matrices (measured now, so a busy machine gets a longer one)."""
-    seconds = 3 * macs * images / matmul_rate(placement)
+    --model-arg width= values that would bring it to a minute."""
     if seconds < SLOW_EPOCH_SECONDS:
         return None
     side = input_size[1]
@@ -549,6 +573,37 @@ def slow_epoch_note(macs: int, images: int, placement, input_size, spec, fits) -
               if "width" in spec.options and seconds * w * w <= 60][:1]
     return (f"note: one epoch of {images} images will take about {seconds / 60:.0f} min on {placement.device}"
             + (f"; {' or '.join(hints)} would be quicker" if hints else ""))
+
+
+def device_free_memory(device: torch.device) -> int | None:
+    """Bytes free on the training device (None where it cannot be read, e.g. mps)."""
+    try:
+        return free_memory(device)
+    except UsageError:
+        return None
+
+
+def describe_cost(cost, free: int | None, seconds: float, placement) -> str:
+    """The start line on cost: the estimated peak at the batch against free memory, the epoch's time."""
+    against = f" of {byte_text(free)} free" if free is not None else ""
+    return (f"estimate: peak {byte_text(cost.memory.peak)} at batch {cost.batch_size}{against}; "
+            f"{flop_text(cost.per_image.train_flops)}FLOPs an image; one epoch about {seconds:.2g} s "
+            f"at {placement.device}'s matrix-product rate")
+
+
+def does_not_fit(cost, free: int, placement, input_size, world, peak_at) -> DoesNotFit:
+    """One line: the estimate against free memory, and the batch or --resize that would fit
+    (``peak_at(side)``: the peak at batch 1 with that input side, None where the model refuses it)."""
+    batch = largest_batch(cost, free) * world.size  # --batch-size is global
+    if batch >= 1:
+        advice = f"--batch-size {batch} would fit"
+    else:
+        sides = [r for r in (160, 128, 96, 64, 32) if r < input_size[1]]
+        fitting = next((r for r in sides if (peak_at(r) or math.inf) <= free), None)
+        advice = f"--resize {fitting} at batch 1 would fit" if fitting else "no smaller batch or input fits"
+    return DoesNotFit(f"a training step needs about {byte_text(cost.memory.peak)} at batch "
+                      f"{cost.batch_size * world.size} on {placement.device}, {byte_text(free)} are free: {advice} "
+                      f"(--no-fit-check tries anyway)")
 
 
 def fits(model, input_size) -> bool:

@@ -29,6 +29,8 @@ def epoch_row(epoch: int, *, peak: int, ceiling: float, epochs: int, lr: float,
         "lr": round(lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs)), 8),
         "epoch_seconds": seconds,
         "images_per_second": round(TRAIN_IMAGES / seconds, 3),
+        "train_tflops": round(TRAIN_IMAGES / seconds * 2.26e6 / 1e12, 9),  # lenet's training FLOPs an image
+        "utilisation": round(TRAIN_IMAGES / seconds * 2.26e6 / 5e11, 9),  # on a 0.5 TFLOP/s device
     }
 
 

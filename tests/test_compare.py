@@ -18,7 +18,8 @@ from synthetic_runs import make_run
 
 EXPECTED_HEADER = ["name", "model", "data", "epochs", "epochs_planned", "best_val_acc",
                    "best_epoch", "final_val_acc", "final_train_loss", "final_val_loss", "params",
-                   "macs", "mean_epoch_seconds", "images_per_second", "device", "path"]
+                   "macs", "mean_epoch_seconds", "images_per_second", "train_tflops", "utilisation", "device",
+                   "path"]
 
 
 def invoke(*args):
@@ -41,6 +42,8 @@ def expected_row(run) -> dict:
         # averaged over the epochs after the first (warm-up), the documented rule
         "mean_epoch_seconds": sum(r["epoch_seconds"] for r in rows[1:]) / (len(rows) - 1),
         "images_per_second": sum(r["images_per_second"] for r in rows[1:]) / (len(rows) - 1),
+        "train_tflops": sum(r["train_tflops"] for r in rows[1:]) / (len(rows) - 1),
+        "utilisation": sum(r["utilisation"] for r in rows[1:]) / (len(rows) - 1),
         "device": config["device"], "path": str(run.path),
     }
 
@@ -186,7 +189,7 @@ def test_older_runs_with_fewer_columns_are_compared_with_blanks(tmp_path):
     assert old_row["best_val_acc"] == pytest.approx(expected_row(new)["best_val_acc"])
     for column in ("mean_epoch_seconds", "images_per_second", "params", "macs"):
         assert pd.isna(old_row[column]), column
-    assert any("no lr, epoch_seconds, images_per_second columns" in p for p in problems)
+    assert any("no lr, epoch_seconds, images_per_second, train_tflops, utilisation columns" in p for p in problems)
     assert any("could not count the params and MACs of 'retired_net'" in p for p in problems)
     with pytest.warns(RunProblem) as caught:  # the Python API warns by default
         compare_runs([old.path])

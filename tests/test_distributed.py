@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnlab.runs.metrics import TIMING_COLUMNS
 from cnnlab import distributed
 from cnnlab.errors import DeviceUnavailable, PeerFailed, UsageError
 
@@ -350,7 +351,6 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 # no batch norm, dropout or augmentation; float32 everywhere (--amp auto picks bf16 on some CPUs only)
 JOB = ["train", "mlp", "--epochs", "12", "--batch-size", "64", "--amp", "off"]
 EPOCHS = 12
-TIME_COLUMNS = ("epoch_seconds", "images_per_second")
 
 
 def torchrun_env():
@@ -358,7 +358,7 @@ def torchrun_env():
 
 
 def learning_curve(run):
-    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in run.metrics.rows()]
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in run.metrics.rows()]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cnnlab.runs.metrics import TIMING_COLUMNS
 from cnnlab.runs import run as run_module
 from cnnlab.cli import app
 from cnnlab.config import TrainConfig
@@ -26,12 +27,11 @@ from cnnlab.training import resume, train
 from processes import default_signals
 
 runner = CliRunner()
-TIME_COLUMNS = ("epoch_seconds", "images_per_second")
 EPOCHS = 12
 
 
 def curve(run: Run) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in run.metrics.rows()]
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in run.metrics.rows()]
 
 
 def small(tmp_path, **options) -> TrainConfig:

@@ -5,6 +5,7 @@ import threading
 import pytest
 import torch
 
+from cnnlab.runs.metrics import TIMING_COLUMNS
 from cnnlab.data import StreamedImages, batches, load_dataset, placement
 from cnnlab.errors import UsageError
 from cnnlab.training import TrainConfig, train
@@ -81,7 +82,7 @@ def test_streaming_and_in_memory_training_give_identical_metrics(tmp_path, monke
     monkeypatch.setattr("cnnlab.training.load_dataset", load_and_remember)
     streamed = train_digits(tmp_path, "streamed")
     assert streamed_sets[0].streamed
-    timing = ("epoch_seconds", "images_per_second")
+    timing = TIMING_COLUMNS
     rows = [[{k: v for k, v in row.items() if k not in timing} for row in run.metrics.rows()]
             for run in (in_memory, streamed)]
     assert len(rows[0]) == 2 and rows[0] == rows[1]

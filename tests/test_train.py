@@ -9,6 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from typer.testing import CliRunner
 
+from cnnlab.runs.metrics import TIMING_COLUMNS
 from cnnlab import training
 from cnnlab.cli import app
 from cnnlab.config import TrainConfig
@@ -23,12 +24,11 @@ from cnnlab.training import INITS, get_lr, init_xavier, resume, train
 from processes import start
 
 runner = CliRunner()
-TIME_COLUMNS = ("epoch_seconds", "images_per_second")
 
 
 def learning_curve(run: Run) -> list[dict]:
     """metrics.csv without the columns that measure time."""
-    return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in run.metrics.rows()]
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in run.metrics.rows()]
 
 
 def small(tmp_path, **options) -> TrainConfig:
@@ -54,7 +54,8 @@ def test_default_lenet_run_reaches_97_percent_on_digits(default_run):
 
 def test_run_directory_follows_the_contract(default_run):
     header = (default_run.path / "metrics.csv").read_text().splitlines()[0]
-    assert header == "epoch,train_loss,train_acc,val_loss,val_acc,lr,epoch_seconds,images_per_second"
+    assert header == ("epoch,train_loss,train_acc,val_loss,val_acc,lr,epoch_seconds,images_per_second,"
+                      "train_tflops,utilisation")
     assert header.split(",") == METRICS_COLUMNS
     config = json.loads((default_run.path / "config.json").read_text())
     assert {f.name for f in fields(TrainConfig)} <= config.keys()

@@ -11,8 +11,13 @@ from cnnlab.errors import RunInconsistent, first_line
 from cnnlab.runs.files import atomic_write_text
 
 METRICS_FILE = "metrics.csv"
+# train_tflops: the training FLOPs (cnnlab.summary.cost) done per second of the training pass;
+# utilisation: that over the device's peak (config.json's device_peak). Runs written before
+# these two columns lack them: readers take a missing or empty cell as not measured.
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-                   "epoch_seconds", "images_per_second"]
+                   "epoch_seconds", "images_per_second", "train_tflops", "utilisation"]
+TIMING_COLUMNS = ("epoch_seconds", "images_per_second", "train_tflops", "utilisation")  # vary run to run
+COST_COLUMNS = ("train_tflops", "utilisation")
 
 
 class MetricsLog:
@@ -24,11 +29,13 @@ class MetricsLog:
     def append(self, row: dict) -> None:
         """Append one epoch's row and force it to disk (header first on a new file)."""
         new_file = not self.path.exists() or self.path.stat().st_size == 0
+        if not new_file and self._header() != METRICS_COLUMNS:  # an older run's file: rewritten with the columns
+            self.replace(self.rows())
         with open(self.path, "a", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS, extrasaction="raise")
             if new_file:
                 writer.writeheader()
-            writer.writerow({key: row[key] for key in METRICS_COLUMNS})
+            writer.writerow({key: row.get(key, "") for key in METRICS_COLUMNS})  # "": not measured
             f.flush()
             os.fsync(f.fileno())
 
@@ -50,13 +57,18 @@ class MetricsLog:
             text = text[: text.rfind("\n") + 1]
         rows = []
         for raw in csv.DictReader(io.StringIO(text)):
-            try:
-                row = {key: float(value) for key, value in raw.items() if key is not None}
+            try:  # only the cost columns may be empty (not measured): any other gap is a damaged row
+                row = {key: float(value) for key, value in raw.items()
+                       if key is not None and not (key in COST_COLUMNS and value in ("", None))}
                 row["epoch"] = int(row["epoch"])
             except (TypeError, ValueError, KeyError, OverflowError):
                 break
             rows.append(row)
         return rows
+
+    def _header(self) -> list[str]:
+        with open(self.path, newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
 
     def frame(self):
         """metrics.csv as a pandas DataFrame (empty, with the columns, if no epoch finished)."""

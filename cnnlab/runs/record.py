@@ -15,7 +15,7 @@ from cnnlab.errors import CnnlabError, NotARun, first_line
 CONFIG_FILE = "config.json"
 # what may differ between a run's config.json and the record in its checkpoints: a resume may raise
 # the epochs and move the run to another device (which decides the precision and memory format)
-CHANGED_BY_RESUME = ("epochs", "device", "amp", "channels_last", "extended", "world_size")
+CHANGED_BY_RESUME = ("epochs", "device", "amp", "channels_last", "extended", "world_size", "device_peak")
 
 
 @dataclass
@@ -40,6 +40,8 @@ class RunRecord:
     extended: list[dict] = field(default_factory=list)  # each resume that raised the epochs: from, to, when
     # a user's network (options.model is FILE.py:Name): reference, file, sha256, copy (cnnlab.models.user)
     model_source: dict | None = None
+    # the device's peak FLOP/s that metrics.csv's utilisation divides by (cnnlab.devices.peak_flops)
+    device_peak: dict | None = None
 
     def to_json(self) -> dict:
         """The flat layout of config.json: the options, then the rest."""
@@ -128,6 +130,8 @@ _CHECKS = {
     "created": lambda v: isinstance(v, str),
     "extended": lambda v: isinstance(v, list) and all(isinstance(note, dict) for note in v),
     "model_source": lambda v: isinstance(v, dict) and all(isinstance(value, str) for value in v.values()),
+    "device_peak": lambda v: isinstance(v, dict) and isinstance(v.get("flops_per_second"), (int, float))
+    and v["flops_per_second"] > 0,
 }
 _EXPECTED = {
     "set_by_recipe": "an object", "input_size": "[channels, height, width]", "num_classes": "a positive integer",
@@ -135,7 +139,7 @@ _EXPECTED = {
     "mean": "a list of finite numbers", "std": "a list of positive finite numbers",
     "model_stats": "an object of counts", "world_size": "a positive integer", "versions": "an object",
     "git_commit": "a string", "created": "a string", "extended": "a list of objects",
-    "model_source": "an object of strings",
+    "model_source": "an object of strings", "device_peak": "an object with a positive flops_per_second",
 }
 
 

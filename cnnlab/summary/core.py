@@ -78,13 +78,19 @@ class ModelSummary:
         """The rows shown at nesting level ``depth`` (None: every layer). A container at that
         depth stands for the layers inside it, so the rows' numbers add up to the totals;
         ``headers`` adds the shallower containers, whose contents are shown, as headings."""
-        def shown(row):
-            if not row.is_container:
-                return depth is None or row.depth <= depth
-            if row.depth == depth:
-                return True  # stands for its contents
-            return headers and (depth is None or row.depth < depth)
-        return [row for row in self.layers if shown(row)]
+        return shown_rows(self.layers, depth, headers)
+
+
+def shown_rows(layers: list, depth: int | None, headers: bool) -> list:
+    """The rows of ``layers`` (records with ``depth`` and ``is_container``) shown at nesting
+    level ``depth``: see ModelSummary.rows."""
+    def shown(row):
+        if not row.is_container:
+            return depth is None or row.depth <= depth
+        if row.depth == depth:
+            return True  # stands for its contents
+        return headers and (depth is None or row.depth < depth)
+    return [row for row in layers if shown(row)]
 
 
 def summarize(model_or_name, input_size=None, num_classes: int | None = None,
@@ -103,7 +109,7 @@ def summarize(model_or_name, input_size=None, num_classes: int | None = None,
 def summarize_with_graph(model_or_name, input_size=None, num_classes: int | None = None,
                          in_channels: int | None = None, model_args: dict | None = None):
     """The summary and the recorded forward pass it was measured on (its edges, for a diagram)."""
-    model, name, input_size, natural = _prepare(model_or_name, input_size, num_classes, in_channels,
+    model, name, input_size, natural = prepare_model(model_or_name, input_size, num_classes, in_channels,
                                                 model_args)
     recorder = Recorder(model)
     try:
@@ -137,7 +143,7 @@ def parse_input_size(text: str) -> tuple[int, ...]:
     return size
 
 
-def _prepare(model_or_name, input_size, num_classes, in_channels, model_args):
+def prepare_model(model_or_name, input_size, num_classes, in_channels, model_args):
     """The model to trace, its name, the full (C, H, W) input and its natural input."""
     if isinstance(model_or_name, nn.Module):
         if num_classes is not None or in_channels is not None or model_args:

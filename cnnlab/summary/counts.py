@@ -30,7 +30,7 @@ def count_macs(step: Step) -> tuple[int, str]:
     output = step.output
     if output is None:
         return 0, ""
-    weight = _weight(step)
+    weight = weight_of(step)
     if weight is not None and isinstance(step.module, _TRANSPOSED):
         inputs = _per_image(step.args[0])
         per_input = math.prod(weight.shape[1:])  # each input value feeds (C_out/groups)·kernel outputs
@@ -67,7 +67,7 @@ def _attention_macs(attention: nn.MultiheadAttention, query, key) -> tuple[int, 
                                   f"2·{queries}·{keys}·{width} = {projections + mixing:,}")
 
 
-def _weight(step: Step) -> torch.Tensor | None:
+def weight_of(step: Step) -> torch.Tensor | None:
     """The weight of a convolution or linear layer, module or function."""
     if isinstance(step.module, (*_CONVOLUTIONS, *_TRANSPOSED, nn.Linear)):
         return step.module.weight

@@ -121,3 +121,111 @@ def _shape(shape) -> str:
 
 def _megabytes(count: int) -> str:
     return f"{count / 2**20:,.1f} MiB"
+
+
+# ---------------------------------------------------------------------------- training cost
+
+COST_CSV_COLUMNS = ("name", "type", "depth", "forward_flops", "backward_flops", "train_flops", "activations")
+MEMORY_KEYS = ("weights", "gradients", "optimizer_state", "activations", "transient", "peak")
+
+
+def cost_to_csv(cost, depth: int | None = None) -> str:
+    """One row per layer (FLOPs of one image; activations at the batch size), then a row of
+    totals for one image and one for the batch, which also holds the memory figures."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    memory_columns = [key for key in MEMORY_KEYS if key != "activations"]
+    writer.writerow([*COST_CSV_COLUMNS, "batch_size", *memory_columns])
+    for row in cost.rows(depth):
+        writer.writerow([row.name, row.type, row.depth, row.forward_flops, row.backward_flops,
+                         row.forward_flops + row.backward_flops, row.saved_bytes, "", *[""] * len(memory_columns)])
+    one, batch, memory = cost.per_image, cost.per_batch, asdict(cost.memory)
+    writer.writerow(["total per image", "", 0, one.forward_flops, one.backward_flops, one.train_flops,
+                     cost.saved_per_image, 1, *[""] * len(memory_columns)])
+    writer.writerow(["total per batch", "", 0, batch.forward_flops, batch.backward_flops, batch.train_flops,
+                     cost.memory.activations, cost.batch_size, *(memory[key] for key in memory_columns)])
+    return buffer.getvalue()
+
+
+def cost_to_json(cost, depth: int | None = None) -> str:
+    document = {
+        "model": cost.model,
+        "input_size": list(cost.input_size),
+        "batch_size": cost.batch_size,
+        "optimizer": cost.optimizer,
+        "momentum": cost.momentum,
+        "amp": cost.amp,
+        "convention": cost.convention,
+        "per_image": asdict(cost.per_image),
+        "per_batch": asdict(cost.per_batch),
+        "memory": asdict(cost.memory),
+        "warnings": cost.warnings,
+        "layers": [asdict(row) for row in cost.rows(depth)],
+    }
+    return json.dumps(document, indent=2)
+
+
+def render_cost_table(cost, depth: int | None = None):
+    """The training cost: FLOPs of one image and bytes kept for backward at the batch size, per
+    layer; the totals; the memory of one step; the convention."""
+    title = f"{cost.model} · {_shape(cost.input_size)} · batch {cost.batch_size} · {_optimizer_text(cost)} · amp {cost.amp}"
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for header, justify in (("Layer", "left"), ("Type", "left"), ("Fwd FLOPs", "right"),
+                            ("Bwd FLOPs", "right"), ("Kept for bwd", "right")):
+        table.add_column(header, justify=justify, no_wrap=header != "Layer")
+    for row in cost.rows(depth, headers=True):
+        heading = row.is_container and (depth is None or row.depth < depth)
+        table.add_row(Text("  " * (row.depth - 1) + row.name), row.type, flop_text(row.forward_flops),
+                      flop_text(row.backward_flops), byte_text(row.saved_bytes), style="dim" if heading else None)
+    m, one, batch = cost.memory, cost.per_image, cost.per_batch
+    lines = [
+        f"FLOPs per image: fwd {flop_text(one.forward_flops)} + bwd {flop_text(one.backward_flops)} "
+        f"= train {flop_text(one.train_flops)}; batch {cost.batch_size}: {flop_text(batch.train_flops)}",
+        f"Memory at batch {cost.batch_size}: peak {byte_text(m.peak)} = weights {byte_text(m.weights)} "
+        f"+ gradients {byte_text(m.gradients)}",
+        f"  + optimizer state {byte_text(m.optimizer_state)} + activations {byte_text(m.activations)} "
+        f"+ transient {byte_text(m.transient)}",
+        cost.convention,
+    ]
+    parts = [table, Text(""), *(Text(line) for line in lines)]
+    parts += [Text(f"warning: {warning}", style="yellow") for warning in cost.warnings]
+    return Group(*parts)
+
+
+def _optimizer_text(cost) -> str:
+    if cost.optimizer == "sgd" and cost.momentum > 0:
+        return f"sgd, momentum {cost.momentum:g}"
+    return cost.optimizer
+
+
+def flop_text(count: int) -> str:
+    """1.81e9 -> '1.81 G'; 0 -> '0'."""
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count:,}"
+
+
+def byte_text(count: int) -> str:
+    """Binary units: 1.50 GiB, 12.3 MiB, 640 KiB, 96 B."""
+    for scale, unit in ((2 ** 40, "TiB"), (2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} B"
+
+
+def render_fit(found) -> str:
+    """The batch ``--fit`` found (a cnnlab.summary.fit.Fit), its margin and any measured step."""
+    cost = found.cost
+    limit = "the most asked for" if found.limited_by == "the limit" else "memory"
+    lines = [f"{cost.model} at {_shape(cost.input_size)}, {_optimizer_text(cost)}, amp {cost.amp} on "
+             f"{found.device}: batch {found.batch_size:,} fits ({limit})",
+             f"  estimated peak {byte_text(cost.memory.peak)} of {byte_text(found.free)} free, "
+             f"margin {byte_text(found.margin)}"]
+    if found.measured_peak is not None:
+        failed = f" (failed at {', '.join(map(str, found.failed_batches))})" if found.failed_batches else ""
+        lines += [f"  one real step at batch {found.measured_batch:,}{failed}: measured peak "
+                  f"{byte_text(found.measured_peak)},",
+                  f"  estimate {byte_text(found.estimated_peak)} "
+                  f"(measured / estimate {found.measured_peak / found.estimated_peak:.2f})"]
+    return "\n".join(lines)

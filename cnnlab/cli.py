@@ -72,6 +72,9 @@ OutOption = Annotated[Optional[Path], typer.Option(
 FormatOption = Annotated[Optional[OutputFormat], typer.Option(
     "--format", "-f", show_default=False,
     help="table, csv, json or markdown (default: from --out's extension .csv, .json or .md, else a table).")]
+WideOption = Annotated[bool, typer.Option(
+    "--wide", help="Every column of the table, however wide (a narrow terminal leaves out the least "
+                   "important ones and names them under the table; a pipe or a file gets them all).")]
 InputOption = Annotated[Optional[str], typer.Option(
     "--input", "-i", help="Input size CxHxW, HxW or one side (default: the model's natural input).")]
 ClassesOption = Annotated[Optional[int], typer.Option(help="Number of classes.", show_default=False)]
@@ -117,6 +120,7 @@ def models(
         "--recipes", help="List the training recipes instead: what each sets, and for which models.")] = False,
     format: FormatOption = None,
     out: OutOption = None,
+    wide: WideOption = False,
 ):
     """List the model zoo: name, family, year, parameters and input at the defaults, default
     training recipe (--recipes: the recipes themselves)."""
@@ -126,7 +130,7 @@ def models(
     if recipes:
         from cnnlab.config import describe_recipes
 
-        show(rows_as(describe_recipes(), fmt), out)
+        show(rows_as(describe_recipes(), fmt), out, wide)
         return
     from cnnlab.models import describe_models, option_rows
 
@@ -137,14 +141,14 @@ def models(
                      f"{o['option']}:{o['type']}={o['default']}" for o in option_rows(r))}
                     if fmt in ("csv", "json") else {}))
             for r in records]
-    content = rows_as(rows, fmt, right=("params", "classes"))
+    content = rows_as(rows, fmt, right=("params", "classes"), drop_order=("classes", "year", "family", "input"))
     if [r.name for r in records] == [pattern] and fmt in ("table", "markdown"):  # one model: its options too
         options = option_rows(records[0]) or [dict(option="(none)", type="", default="")]
         listing = rows_as(options, fmt, title=f"--model-arg options of {pattern}")
         from rich.console import Group
 
         content = Group(content, listing) if fmt == "table" else f"{content}\n{listing}"
-    show(content, out)
+    show(content, out, wide)
 
 
 @app.command()
@@ -160,6 +164,7 @@ def summary(
     out: OutOption = None,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show the arithmetic behind output sizes, parameters, MACs and fields.")] = False,
+    wide: WideOption = False,
 ):
     """Show every layer's output shape, parameters, MACs and receptive field (size, jump, start)."""
     from cnnlab.render import output_format, show
@@ -170,7 +175,7 @@ def summary(
     result = summarize(model, input_size=input_size, num_classes=classes, model_args=options)
     content = {"csv": lambda: to_csv(result, depth, explain), "json": lambda: to_json(result, depth),
                "table": lambda: render_table(result, depth, explain)}[fmt]()
-    show(content, out)
+    show(content, out, wide)
 
 
 def model_request(model: str, input: Optional[str], classes: Optional[int], model_args: Optional[list[str]],
@@ -391,6 +396,7 @@ def evaluate(
     gpu: GpuOption = None,
     plot: Annotated[bool, typer.Option("--plot", help="Also draw the confusion matrix as confusion.png.")] = False,
     model_source: ModelSourceOption = None,
+    wide: WideOption = False,
 ):
     """Evaluate a run on a test split: loss, top-1 and top-5 accuracy, per-class precision,
     recall and accuracy, confusion matrix. Writes eval.csv and confusion.csv into the run."""
@@ -401,14 +407,15 @@ def evaluate(
     result = evaluate_run(run, data, checkpoint=checkpoint.value, data_dir=data_dir,
                           device=chosen_device(device, gpu, device != "auto"), plot=plot,
                           model_source=model_source and model_source.value)
-    screen = console()
+    screen = console(wide=wide)
     screen.print(f"{result.checkpoint} (epoch {result.epoch}) on the {result.data} test split, "
                  f"{result.images} images")
     screen.print(f"loss {result.loss:.4f}  top-1 {result.top1:.4f}  top-5 {result.top5:.4f}")
     columns = ["support", "accuracy", "precision", "recall", "top5_accuracy", "loss"]
     rows = [{"class": row["class"], **{c: row[c] if c == "support" else f"{row[c]:.4f}" for c in columns}}
             for row in result.per_class]
-    screen.print(rows_as(rows, "table", right=tuple(columns)))
+    screen.print(rows_as(rows, "table", right=tuple(columns),
+                         drop_order=("loss", "top5_accuracy", "support", "precision", "recall")))
     typer.echo(f"wrote {', '.join(str(path) for path in result.files)}", err=True)
 
 
@@ -469,6 +476,7 @@ def compare(
              "accuracy against MACs and against params into FILE_efficiency.<ext> beside "
              "it.")] = None,
     dpi: DpiOption = None,
+    wide: WideOption = False,
 ):
     """Compare runs side by side: best and final accuracy, losses, params, MACs and speed.
     Runs that cannot be read are reported and skipped; it fails only if none is left."""
@@ -481,7 +489,7 @@ def compare(
     table = compare_runs(runs, runs_dir=runs_dir, pattern=pattern, sort=sort, reverse=reverse,
                          on_problem=echo_run_problem)
     fmt = output_format(format and format.value, out)
-    show(to_rich_table(table) if fmt == "table" else render(table, fmt), out)
+    show(to_rich_table(table) if fmt == "table" else render(table, fmt), out, wide)
     if plot is not None:
         dpi = dpi or DEFAULT_DPI
         curves = plot_runs(table["path"], plot, splits=("val",), lr=False, dpi=dpi,

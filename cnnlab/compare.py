@@ -251,11 +251,18 @@ def to_markdown(frame) -> str:
     return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
 
 
+# what a narrow terminal leaves out first; the run's name and its best accuracy stay
+NARROW_DROP_ORDER = ("device", "data", "images_per_second", "mean_epoch_seconds", "final_train_loss",
+                     "best_epoch", "macs", "params", "final_val_loss", "final_val_acc", "epochs", "model")
+
+
 def to_rich_table(frame):
-    """A rich Table; data and device move into the title when every run shares them, and
-    the run with the best validation accuracy is highlighted."""
+    """A table that fits the screen (see cnnlab.render.FittedTable); data and device move into
+    the title when every run shares them, and the run with the best validation accuracy is
+    highlighted."""
     from rich import box
-    from rich.table import Table
+
+    from cnnlab.render import FittedTable
 
     shared = {name for name in ("data", "device") if frame[name].nunique(dropna=False) == 1}
     kept = [i for i, (name, _) in enumerate(DISPLAY_COLUMNS) if name not in shared]
@@ -264,18 +271,15 @@ def to_rich_table(frame):
     if shared:
         title += " on " + ", ".join(cell for (name, _), cell in zip(DISPLAY_COLUMNS, rows[0])
                                     if name in shared)
-    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
-    for i in kept:
-        name, heading = DISPLAY_COLUMNS[i]
-        # one word per heading line keeps each column as narrow as its numbers
-        table.add_column(heading.replace(" ", "\n"),
-                         justify="left" if name in TEXT_COLUMNS else "right", overflow="fold",
-                         no_wrap=name == "name")
+    # one word per heading line keeps each column as narrow as its numbers
+    headings = {name: heading.replace(" ", "\n") for name, heading in DISPLAY_COLUMNS}
+    columns = [dict(header=headings[DISPLAY_COLUMNS[i][0]],
+                    justify="left" if DISPLAY_COLUMNS[i][0] in TEXT_COLUMNS else "right") for i in kept]
     best = frame["best_val_acc"].idxmax() if frame["best_val_acc"].notna().any() else None
-    for position, cells in enumerate(rows):
-        table.add_row(*(cells[i] for i in kept),
-                      style="bold green" if len(frame) > 1 and position == best else None)
-    return table
+    styles = ["bold green" if len(frame) > 1 and position == best else None for position in range(len(rows))]
+    return FittedTable(columns, [[cells[i] for i in kept] for cells in rows],
+                       drop_order=[headings[name] for name in NARROW_DROP_ORDER], row_styles=styles,
+                       title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
 
 
 def render(frame, fmt: str) -> str:

@@ -13,8 +13,10 @@ from typing import Annotated, Optional
 import typer
 
 from cnnlab.config import DEVICE as DEVICE_PANEL
+from cnnlab.config import MODEL as MODEL_PANEL
 from cnnlab.config import STORE as STORE_PANEL
 from cnnlab.errors import CnnlabError
+from cnnlab.helptext import ReadableCommand
 
 app = typer.Typer(
     help="A laboratory for the classic convolutional networks: inspect, train and compare them.",
@@ -64,25 +66,27 @@ class OutputFormat(str, Enum):
     markdown = "markdown"
 
 
+OUTPUT_PANEL = "Output"
 # the same flag means the same thing in every command
 MODEL_HELP = "Model name (see 'cnnlab models'), torchvision:<name>, or your own: FILE.py:Name or package.module:Name."
 ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP)]
 OutOption = Annotated[Optional[Path], typer.Option(
-    "--out", "-o", show_default=False, help="Write to this file instead of the screen.")]
+    "--out", "-o", show_default=False, rich_help_panel=OUTPUT_PANEL, help="Write to this file instead of the screen.")]
 FormatOption = Annotated[Optional[OutputFormat], typer.Option(
-    "--format", "-f", show_default=False,
+    "--format", "-f", show_default=False, rich_help_panel=OUTPUT_PANEL,
     help="table, csv, json or markdown (default: from --out's extension .csv, .json or .md, else a table).")]
 WideOption = Annotated[bool, typer.Option(
-    "--wide", help="Every column of the table, however wide (a narrow terminal leaves out the least "
+    "--wide", rich_help_panel=OUTPUT_PANEL, help="Every column of the table, however wide (a narrow terminal leaves out the least "
                    "important ones and names them under the table; a pipe or a file gets them all).")]
 InputOption = Annotated[Optional[str], typer.Option(
-    "--input", "-i", help="Input size CxHxW, HxW or one side (default: the model's natural input).")]
-ClassesOption = Annotated[Optional[int], typer.Option(help="Number of classes.", show_default=False)]
+    "--input", "-i", rich_help_panel=MODEL_PANEL, help="Input size CxHxW, HxW or one side (default: the model's natural input).")]
+ClassesOption = Annotated[Optional[int], typer.Option(
+    help="Number of classes.", show_default=False, rich_help_panel=MODEL_PANEL)]
 ModelArgsOption = Annotated[Optional[list[str]], typer.Option(
-    "--model-arg", show_default=False, metavar="KEY=VALUE",
+    "--model-arg", show_default=False, metavar="KEY=VALUE", rich_help_panel=MODEL_PANEL,
     help="A model option, e.g. width=0.5 or attention=se (repeat for several).")]
 DpiOption = Annotated[Optional[int], typer.Option(
-    min=30, max=1200, show_default=False, help="Image resolution in dots per inch (default: 150).")]
+    min=30, max=1200, show_default=False, rich_help_panel=OUTPUT_PANEL, help="Image resolution in dots per inch (default: 150).")]
 DataDirOption = Annotated[Optional[Path], typer.Option(
     show_default=False, help="Where downloads go (default: $CNNLAB_DATA_DIR or ~/.cache/cnnlab).")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
@@ -111,7 +115,7 @@ MODEL_SOURCE_HELP = ("A run on your own network whose file changed or moved sinc
 ModelSourceOption = Annotated[Optional[ModelSource], typer.Option(show_default=False, help=MODEL_SOURCE_HELP)]
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def models(
     pattern: Annotated[str, typer.Argument(
@@ -122,8 +126,16 @@ def models(
     out: OutOption = None,
     wide: WideOption = False,
 ):
-    """List the model zoo: name, family, year, parameters and input at the defaults, default
-    training recipe (--recipes: the recipes themselves)."""
+    """List the model zoo, or one model's options.
+
+    Each model's name, family, year, parameters and input at the defaults, and its default
+    training recipe; --recipes lists the recipes themselves.
+
+    Examples:
+    cnnlab models
+    cnnlab models 'resnet*'
+    cnnlab models googlenet
+    """
     from cnnlab.render import output_format, rows_as, show
 
     fmt = output_format(format and format.value, out)
@@ -151,7 +163,7 @@ def models(
     show(content, out, wide)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def summary(
     model: ModelArg,
@@ -166,7 +178,17 @@ def summary(
         "--explain", help="Show the arithmetic behind output sizes, parameters, MACs and fields.")] = False,
     wide: WideOption = False,
 ):
-    """Show every layer's output shape, parameters, MACs and receptive field (size, jump, start)."""
+    """Show every layer's output shape, parameters, MACs and receptive field.
+
+    The receptive field is given as its size, its jump (the stride between neighbouring units,
+    in input pixels) and the start (the centre of the first unit). --explain shows the
+    arithmetic behind each number.
+
+    Examples:
+    cnnlab summary vgg16
+    cnnlab summary resnet18 --depth 1 --input 32
+    cnnlab summary lenet --explain --format csv --out lenet.csv
+    """
     from cnnlab.render import output_format, show
     from cnnlab.summary import render_table, summarize, to_csv, to_json
 
@@ -196,13 +218,13 @@ def model_request(model: str, input: Optional[str], classes: Optional[int], mode
     return input_size, classes, model_options(model, model_args)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def draw(
     model: Annotated[str, typer.Argument(
         help="Model name (see 'cnnlab models'), torchvision:<name>, or a run directory (its model and input).")],
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", show_default=False,
+        "--out", "-o", show_default=False, rich_help_panel=OUTPUT_PANEL,
         help="File to write; the extension picks the format: .svg, .pdf, .png, .dot (Graphviz), .mmd "
              "(Mermaid) or .json (the graph as data) (default: MODEL.svg).")] = None,
     depth: Annotated[Optional[int], typer.Option(
@@ -217,11 +239,19 @@ def draw(
     classes: ClassesOption = None,
     model_args: ModelArgsOption = None,
     format: Annotated[Optional[DiagramFormat], typer.Option(
-        "--format", "-f", show_default=False, help="Write this format whatever the extension of --out.")] = None,
+        "--format", "-f", show_default=False, rich_help_panel=OUTPUT_PANEL, help="Write this format whatever the extension of --out.")] = None,
     dpi: DpiOption = None,
 ):
-    """Draw the architecture: one box per layer (kind, hyper-parameters, output shape, params),
-    branches as branches, repeated blocks folded into 'x n', colours by kind."""
+    """Draw a network's architecture as a diagram.
+
+    One box per layer (kind, hyper-parameters, output shape, params), branches as branches,
+    repeated blocks folded into 'x n', colours by kind.
+
+    Examples:
+    cnnlab draw vgg16
+    cnnlab draw googlenet --depth 1 --unfold inception.3a --out googlenet.png
+    cnnlab draw resnet18 --out resnet18.mmd
+    """
     from cnnlab.diagram import diagram_format, network_diagram, save_diagram
     from cnnlab.plots import DEFAULT_DPI
 
@@ -283,12 +313,20 @@ CLI_ONLY = [  # options of the command line that are not training options
 
 
 def train(ctx: typer.Context, model: Optional[str] = None, **options):
-    """Train MODEL and record the run under runs/<name>: config.json, metrics.csv (one row per
-    epoch; val_* is the data set's test split, as in d2l), summary.csv, last.pt and best.pt.
+    """Train a model and record the run under runs/<name>.
+
+    The run holds config.json, metrics.csv (one row per epoch; val_* is the data set's test
+    split, as in d2l), summary.csv, last.pt and best.pt. Options left out come from the model's
+    recipe ('cnnlab models --recipes').
 
     Ctrl-C or SIGTERM keeps every finished epoch (exit code 130 or 143); continue with --resume
     runs/<name>. Under torchrun (or with --gpus) every process runs this command and rank 0
     records the run.
+
+    Examples:
+    cnnlab train lenet --epochs 5
+    cnnlab train resnet18 --data cifar10 --lr 0.1 --schedule onecycle
+    cnnlab train --resume runs/lenet-digits-20250101-120000 --epochs 10
     """
     from cnnlab.config import RESUMABLE, TrainConfig
     from cnnlab.errors import TrainingInterrupted, UsageError
@@ -353,7 +391,7 @@ def register(function, parameters: list[inspect.Parameter]) -> None:
     command = reports_errors(function)
     command.__signature__ = inspect.Signature(parameters)
     command.__annotations__ = {p.name: p.annotation for p in parameters}
-    app.command(function.__name__)(command)
+    app.command(function.__name__, cls=ReadableCommand)(command)
 
 
 def is_given(ctx: typer.Context, name: str) -> bool:
@@ -382,7 +420,7 @@ def given_arguments(ctx: typer.Context, leave_out: tuple[str, ...] = ()) -> list
 build_train_command()
 
 
-@app.command("eval")
+@app.command("eval", cls=ReadableCommand)
 @reports_errors
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file (.pt).")],
@@ -398,8 +436,16 @@ def evaluate(
     model_source: ModelSourceOption = None,
     wide: WideOption = False,
 ):
-    """Evaluate a run on a test split: loss, top-1 and top-5 accuracy, per-class precision,
-    recall and accuracy, confusion matrix. Writes eval.csv and confusion.csv into the run."""
+    """Evaluate a run on a test split.
+
+    Loss, top-1 and top-5 accuracy, per-class precision, recall and accuracy, and the confusion
+    matrix. Writes eval.csv and confusion.csv into the run.
+
+    Examples:
+    cnnlab eval runs/lenet-digits-20250101-120000
+    cnnlab eval runs/lenet-digits-20250101-120000 --checkpoint best --plot
+    cnnlab eval runs/lenet-mnist-20250101-120000 --data kmnist
+    """
     from cnnlab.evaluation import evaluate as evaluate_run
 
     from cnnlab.render import console, rows_as
@@ -426,7 +472,7 @@ def echo_run_problem(message: str) -> None:
 
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="One or more run directories.",
@@ -441,8 +487,15 @@ def plot(
     dpi: DpiOption = None,
     show: Annotated[bool, typer.Option("--show", help="Also open the figure in a window.")] = False,
 ):
-    """Draw loss and accuracy over epochs: colour = run, dashed = training, solid = validation,
-    a star at the best validation accuracy. Runs still in progress plot what they have."""
+    """Draw loss and accuracy over epochs.
+
+    Colour = run, dashed = training, solid = validation, a star at the best validation
+    accuracy. Runs still in progress plot what they have.
+
+    Examples:
+    cnnlab plot runs/lenet-digits-20250101-120000
+    cnnlab plot runs/lenet-* --out curves.svg
+    """
     from cnnlab.plots import DEFAULT_DPI, plot_runs
 
     written = plot_runs(runs, out, lr=lr, dpi=dpi or DEFAULT_DPI, show=show,
@@ -450,7 +503,7 @@ def plot(
     typer.echo(f"wrote {written}", err=True)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def compare(
     runs: Annotated[Optional[list[Path]], typer.Argument(
@@ -478,8 +531,16 @@ def compare(
     dpi: DpiOption = None,
     wide: WideOption = False,
 ):
-    """Compare runs side by side: best and final accuracy, losses, params, MACs and speed.
-    Runs that cannot be read are reported and skipped; it fails only if none is left."""
+    """Compare runs side by side.
+
+    Best and final accuracy, losses, params, MACs and speed, one row per run. Runs that cannot
+    be read are reported and skipped; it fails only if none is left.
+
+    Examples:
+    cnnlab compare
+    cnnlab compare --filter 'resnet*' --sort best_val_acc
+    cnnlab compare --format json | jq '.[0].best_val_acc'
+    """
     from cnnlab.compare import compare_runs, render, to_rich_table
     from cnnlab.render import output_format, show
     from cnnlab.plots import DEFAULT_DPI, efficiency_path, image_format, plot_efficiency, plot_runs
@@ -516,7 +577,7 @@ def parse_names(text: Optional[str]) -> Optional[list[str]]:
     return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def show(
     what: Annotated[ShowView, typer.Argument(help="filters, activations, rf (receptive fields), cam (Grad-CAM) "
@@ -552,8 +613,16 @@ def show(
     dpi: DpiOption = None,
     model_source: ModelSourceOption = None,
 ):
-    """Pictures of what a network sees and has learned: first-layer filters, feature maps,
-    theoretical and effective receptive fields, Grad-CAM, misclassified test images."""
+    """Pictures of what a network sees and has learned.
+
+    First-layer filters, feature maps, theoretical and effective receptive fields, Grad-CAM
+    and the misclassified test images.
+
+    Examples:
+    cnnlab show filters runs/lenet-digits-20250101-120000
+    cnnlab show rf resnet18 --layer layer4
+    cnnlab show cam runs/lenet-digits-20250101-120000 --count 4
+    """
     from cnnlab.plots import DEFAULT_DPI, image_format
     from cnnlab.show import VIEWS, load_subject, parse_unit, save_picture
     from cnnlab.summary import parse_input_size
@@ -578,9 +647,17 @@ def show(
 # -- cnnlab experiment: the classic experiments (cnnlab/experiments.py); train options pass through --
 
 def experiment(ctx: typer.Context, name: Optional[str] = None, **options):
-    """Run a classic experiment end to end into <runs-dir>/<name>-<time>/: its runs, results.csv,
-    the figures and report.md with the finding. Any train option (e.g. --lr, --batch-size) reaches
-    every run. Ctrl-C keeps the finished runs; continue with --resume DIR."""
+    """Run a classic experiment end to end.
+
+    Writes <runs-dir>/<name>-<time>/: its runs, results.csv, the figures and report.md with the
+    finding. Any train option (e.g. --lr, --batch-size) reaches every run. Ctrl-C keeps the
+    finished runs; continue with --resume DIR.
+
+    Examples:
+    cnnlab experiment --list
+    cnnlab experiment permuted-pixels --epochs 5
+    cnnlab experiment depth --depths 20,56 --seeds 3
+    """
     from cnnlab.errors import UsageError
     from cnnlab.experiments import describe_experiments, resume_experiment, run_experiment
     from cnnlab.render import output_format, rows_as, show

@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from cnnlab.errors import UsageError
 
-DATA, OPTIMISATION, DEVICE, STORE = "Data", "Optimisation", "Device and speed", "Run store"
+MODEL, DATA, OPTIMISATION, DEVICE, STORE = "Model", "Data", "Optimisation", "Device and speed", "Run store"
 DEFAULT_RUNS_DIR = "runs"
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one path component, never "..", never hidden
 
@@ -127,10 +127,10 @@ class TrainConfig:
     """Every option of a training run. Defaults train LeNet on the embedded digits to ~98 %."""
 
     # -- what to train, on what
-    model: str = option("lenet", "Model name (see 'cnnlab models') or torchvision:<name>.", panel=DATA)
+    model: str = option("lenet", "Model name (see 'cnnlab models') or torchvision:<name>.", panel=MODEL)
     model_args: list[str] | None = option(None, "A model option KEY=VALUE, e.g. width=0.25 or aux_logits=true "
                                           "(repeat for several; 'cnnlab models NAME --format json' lists them).",
-                                          panel=DATA, flag="--model-arg", multiple=True)
+                                          panel=MODEL, flag="--model-arg", multiple=True)
     recipe: RecipeName | None = option(None, "Training recipe: its optimiser, schedule, batch, epochs ... (default: "
                                        "the model's; see 'cnnlab models --recipes'). Explicit options override it.",
                                        panel=OPTIMISATION)

@@ -297,7 +297,18 @@ def config_parameters(leave_out: tuple[str, ...]) -> list[inspect.Parameter]:
     return [config_parameter(f, hints[f.name]) for f in option_fields() if f.name not in leave_out]
 
 
+CONFIG_PANEL = "Config file"
+ConfigOption = Annotated[Optional[Path], typer.Option(
+    "--config", rich_help_panel=CONFIG_PANEL, show_default=False, metavar="FILE",
+    help="Read the options from FILE: TOML (.toml) or JSON, keys named as the options (batch-size or "
+         "batch_size); options on the command line override it. A run directory or its config.json "
+         "starts a new run with that run's options.")]
 CLI_ONLY = [  # options of the command line that are not training options
+    ("config", ConfigOption, None),
+    ("print_config", Annotated[bool, typer.Option(
+        "--print-config", rich_help_panel=CONFIG_PANEL,
+        help="Print the options as a TOML config file (the recipe's values filled in) and train nothing.")],
+     False),
     ("gpu", GpuOption, None),
     ("gpus", Annotated[Optional[str], typer.Option(
         rich_help_panel=DEVICE_PANEL, show_default=False, metavar="N,N,...",
@@ -335,7 +346,13 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
              for p in ctx.command.params if is_given(ctx, p.name)}
     options = {name: getattr(value, "value", value) for name, value in options.items()}
     gpu, gpus, resume_from = options.pop("gpu"), options.pop("gpus"), options.pop("resume")
-    model_source = options.pop("model_source")
+    model_source, config_file, print_config = options.pop("model_source"), options.pop("config"), options.pop("print_config")
+    if config_file is not None:
+        if resume_from is not None:
+            raise UsageError("--config starts a new run; --resume continues one with its own options")
+        from_file = options_from_file(config_file, given)
+        model = model if model is not None else from_file.pop("model", None)
+        options.update({name: value for name, value in from_file.items() if name != "model"})
     if model_source is not None and resume_from is None:
         raise UsageError("--model-source applies to --resume RUN")
     if gpu is not None:
@@ -353,6 +370,15 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
     else:
         config = TrainConfig(model=model, **options)
         config.validate()  # before launching processes or importing torch
+    if print_config:
+        if resume_from is not None:
+            raise UsageError("--print-config prints a new run's options; a resumed run's are in its config.json")
+        from cnnlab.config_file import options_toml
+        from cnnlab.models import default_recipe, model_spec
+
+        typer.echo(options_toml(config.with_recipe(model_spec(config.model).family, default_recipe(config.model))),
+                   nl=False)
+        return
     if gpus is not None:  # one process per GPU, each running this command without --gpus
         from cnnlab.distributed import launch_on_gpus, parse_gpus
 
@@ -369,6 +395,13 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
             train_model(config)
     except KeyboardInterrupt:  # before the first epoch began: nothing to keep
         raise TrainingInterrupted("interrupted before training started") from None
+
+
+def options_from_file(path: Path, given: dict) -> dict:
+    """The options FILE gives that the command line does not (it overrides the file)."""
+    from cnnlab.config_file import read_options
+
+    return {name: value for name, value in read_options(path).items() if name not in given}
 
 
 def build_train_command() -> None:
@@ -664,6 +697,14 @@ def experiment(ctx: typer.Context, name: Optional[str] = None, **options):
 
     options = {key: getattr(value, "value", value) for key, value in options.items() if is_given(ctx, key)}
     listing, resume_from = options.pop("list", False), options.pop("resume", None)
+    config_file = options.pop("config", None)
+    if config_file is not None:  # the experiment names its runs and picks their models itself
+        from_file = options_from_file(config_file, options)
+        left_out = [key for key in ("model", "name") if from_file.pop(key, None) is not None]
+        if left_out:
+            typer.echo(f"note: {config_file}'s {' and '.join(left_out)} left out: the experiment chooses "
+                       f"its runs' models and names", err=True)
+        options = {**from_file, **options}
     if listing:
         show(rows_as(describe_experiments(), output_format(None)))
         return
@@ -704,6 +745,7 @@ def build_experiment_command() -> None:
             help="depth: the depths (20, 32, 44, 56, 110; default 20,56).")], None),
         ("resume", Annotated[Optional[Path], typer.Option(
             show_default=False, metavar="DIR", help="Continue the interrupted experiment in DIR.")], None),
+        ("config", ConfigOption, None),
     ]
     parameters = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),

@@ -305,6 +305,8 @@ ConfigOption = Annotated[Optional[Path], typer.Option(
          "starts a new run with that run's options.")]
 CLI_ONLY = [  # options of the command line that are not training options
     ("config", ConfigOption, None),
+    ("quiet", Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print only the last line: the best accuracy and where the run is saved.")], False),
     ("print_config", Annotated[bool, typer.Option(
         "--print-config", rich_help_panel=CONFIG_PANEL,
         help="Print the options as a TOML config file (the recipe's values filled in) and train nothing.")],
@@ -347,6 +349,7 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
     options = {name: getattr(value, "value", value) for name, value in options.items()}
     gpu, gpus, resume_from = options.pop("gpu"), options.pop("gpus"), options.pop("resume")
     model_source, config_file, print_config = options.pop("model_source"), options.pop("config"), options.pop("print_config")
+    progress = "final" if options.pop("quiet") else "auto"
     if config_file is not None:
         if resume_from is not None:
             raise UsageError("--config starts a new run; --resume continues one with its own options")
@@ -388,11 +391,11 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
         if resume_from is not None:
             from cnnlab.training import resume
 
-            resume(resume_from, **changes, model_source=model_source)
+            resume(resume_from, **changes, model_source=model_source, progress=progress)
         else:
             from cnnlab.training import train as train_model
 
-            train_model(config)
+            train_model(config, progress=progress)
     except KeyboardInterrupt:  # before the first epoch began: nothing to keep
         raise TrainingInterrupted("interrupted before training started") from None
 

@@ -21,11 +21,15 @@ class PlainLines:
 
     refresh_seconds = 10.0  # how often the loop reads its sums mid-epoch (to stop on NaN early)
 
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+    def __init__(self, quiet: bool = False, final_only: bool = False):
+        self.quiet, self.final_only = quiet, final_only
         self.last_refresh = time.monotonic()
 
     def print(self, text: str) -> None:
+        if not self.final_only:
+            self.write(text)
+
+    def write(self, text: str) -> None:
         if self.quiet:
             return
         try:
@@ -58,7 +62,7 @@ class PlainLines:
 
     def finish(self, run, best_val_acc: float, best_epoch: int) -> None:
         if best_epoch:
-            self.print(f"best val_acc {best_val_acc:.4f} at epoch {best_epoch}; run saved in {run.path}")
+            self.write(f"best val_acc {best_val_acc:.4f} at epoch {best_epoch}; run saved in {run.path}")
 
 
 class RichProgress(PlainLines):
@@ -77,7 +81,7 @@ class RichProgress(PlainLines):
         self.task = None
         self.bar.start()
 
-    def print(self, text: str) -> None:
+    def write(self, text: str) -> None:
         self.bar.console.print(text, highlight=False, soft_wrap=True)
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
@@ -105,11 +109,12 @@ def discard_stdout() -> None:
 
 
 def make_reporter(progress: str) -> PlainLines:
-    """auto (a bar on a terminal, plain lines otherwise), rich, plain or none."""
+    """auto (a bar on a terminal, plain lines otherwise), rich, plain, final (the last line
+    only: where the run was saved and its best accuracy) or none."""
     if progress == "auto":
         progress = "rich" if sys.stdout.isatty() else "plain"
     if progress == "rich":
         return RichProgress()
-    if progress in ("plain", "none"):
-        return PlainLines(quiet=progress == "none")
-    raise UsageError(f"progress must be auto, rich, plain or none, not {progress!r}")
+    if progress in ("plain", "none", "final"):
+        return PlainLines(quiet=progress == "none", final_only=progress == "final")
+    raise UsageError(f"progress must be auto, rich, plain, final or none, not {progress!r}")

@@ -635,7 +635,7 @@ def show(
     share: Annotated[float, typer.Option(
         min=0.01, max=0.99, help="rf: share of the gradient mass inside the effective field.")] = 0.95,
     checkpoint: Annotated[CheckpointChoice, typer.Option(
-        "--checkpoint", "-c", help="A run's best.pt or last.pt.")] = CheckpointChoice.best,
+        "--checkpoint", "-c", help="A run's last.pt (the final epoch, as eval) or best.pt.")] = CheckpointChoice.last,
     weights: Annotated[Optional[str], typer.Option(
         show_default=False, help="imagenet: torchvision's published weights, for a model with a torchvision twin.")] = None,
     input: Annotated[Optional[str], typer.Option(
@@ -677,7 +677,7 @@ def show(
     given = {name: value for name, value in options.items() if value is not None}  # else the view's default
     picture = view(subject, dpi=dpi, **given)
     written = save_picture(picture, out or subject.directory / f"{picture.stem}.png", format.value, dpi)
-    typer.echo(f"wrote {', '.join(map(str, written))}", err=True)
+    typer.echo(f"{what.value} of {subject.description}\nwrote {', '.join(map(str, written))}", err=True)
 
 
 # -- cnnlab experiment: the classic experiments (cnnlab/experiments.py); train options pass through --

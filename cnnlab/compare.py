@@ -27,17 +27,20 @@ from typing import Iterable
 
 from cnnlab.config import DEFAULT_RUNS_DIR
 from cnnlab.errors import CnnlabError, NotARun, UsageError
-from cnnlab.runs import LoadedRun, ProblemHandler, RunRecord, list_runs, load_runs, warn_problem
+from cnnlab.runs import CONFIG_FILE, LoadedRun, ProblemHandler, RunRecord, list_runs, load_runs, warn_problem
 
 # -- choosing and reading runs ------------------------------------------------------------
-def select_runs(runs: Iterable | None = None, runs_dir=None, pattern: str = "*") -> list[Path]:
+def select_runs(runs: Iterable | None = None, runs_dir=None, pattern: str = "*",
+                on_problem: ProblemHandler | None = None) -> list[Path]:
     """The run directories to compare: the given ones, plus every run under ``runs_dir``
-    (``runs/`` when no run is given), keeping names that match ``pattern``."""
+    (``runs/`` when no run is given), keeping names that match ``pattern``. The runs of an
+    experiment, one folder further down, are left out and counted through ``on_problem``."""
     paths = [Path(getattr(r, "path", r)) for r in (runs or [])]
     if runs_dir is not None or not paths:
         runs_dir = Path(runs_dir if runs_dir is not None else DEFAULT_RUNS_DIR)
         if not runs_dir.is_dir():
             raise NotARun(f"runs directory {str(runs_dir)!r} does not exist")
+        report_nested_runs(runs_dir, pattern, on_problem or warn_problem)
         listed = [run.path for run in list_runs(runs_dir, pattern)]
         if not listed:
             what = f"matching {pattern!r} " if pattern != "*" else ""
@@ -47,6 +50,19 @@ def select_runs(runs: Iterable | None = None, runs_dir=None, pattern: str = "*")
     if not selected:
         raise NotARun(f"none of the {len(paths)} given runs matches {pattern!r}")
     return selected
+
+
+def report_nested_runs(runs_dir: Path, pattern: str, on_problem: ProblemHandler) -> None:
+    """One line counting the runs inside folders under ``runs_dir`` that are not runs
+    themselves (an experiment's), which a comparison of ``runs_dir`` leaves out."""
+    folders = {folder: len(list_runs(folder, pattern)) for folder in sorted(runs_dir.iterdir())
+               if folder.is_dir() and not (folder / CONFIG_FILE).is_file()}
+    nested = {folder: count for folder, count in folders.items() if count}
+    if nested:
+        total, first = sum(nested.values()), next(iter(nested))
+        on_problem(f"left out {total} run{'s' if total != 1 else ''} inside {len(nested)} experiment "
+                   f"folder{'s' if len(nested) != 1 else ''} under {runs_dir} ({', '.join(f.name for f in nested)}); "
+                   f"compare one with --runs-dir {first}")
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -180,7 +196,7 @@ def compare_runs(runs: Iterable | None = None, *, runs_dir=None, pattern: str = 
     Runs that cannot be read are reported through ``on_problem`` (default: a RunProblem
     warning) and left out; NotARun is raised when none is left.
     """
-    loaded = load_runs(select_runs(runs, runs_dir, pattern), on_problem)
+    loaded = load_runs(select_runs(runs, runs_dir, pattern, on_problem), on_problem)
     frame = table_from_rows([measure(run, on_problem) for run in loaded])
     return sort_table(frame, sort, reverse) if sort else frame
 

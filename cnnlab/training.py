@@ -90,7 +90,7 @@ def _train(config: TrainConfig, progress: str, run: Run | None = None, changes: 
 def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, changes: dict | None,
                   model_source: str | None) -> Run:
     # 2) the run to continue: locked, checked and repaired from its last.pt before any slow work
-    last, record, model_name = None, None, config.model
+    last, record, model_name, planned_before = None, None, config.model, None
     if run is not None:
         if world.is_main:
             run.open_for_writing()  # a second writer is refused
@@ -100,6 +100,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             last = run.checkpoint("last", map_location="cpu")
         record = run.read_record()
         config = record.options.resumed(last.epoch if last else 0, **changes)
+        planned_before = record.options.epochs
         config.device = str(world.device)
         model_name = recorded_model(rebuild_reference(config.model, record.model_source, run.path, model_source),
                                     last and last.model)
@@ -139,6 +140,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     if "epochs" in from_recipe and config.epochs * steps_per_epoch < recipe.get("min_steps", 0):  # see Recipe
         config.epochs = from_recipe["epochs"] = math.ceil(recipe["min_steps"] / steps_per_epoch)
         from_recipe["min_steps"] = recipe["min_steps"]
+    warmup_note = shorten_warmup(config, from_recipe)
 
     # 4) the run directory: a new one (locked), or the resumed one at its last.pt
     #    (under torchrun only rank 0 writes it; the other processes learn its path)
@@ -172,8 +174,12 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
     reporter = make_reporter(progress if world.is_main else "none")
     reporter.start(describe_start(config, dataset, summary.totals.params, input_size, world, run, len(history)))
+    if history and planned_before is not None and planned_before != config.epochs:
+        reporter.start(describe_replanning(config, planned_before, len(history), steps_per_epoch))
     if not history and world.is_main:
         reporter.start(describe_recipe(config, from_recipe))
+        if warmup_note:
+            reporter.start(warmup_note)
         slow = slow_epoch_note(summary.totals.macs, len(dataset.train_labels), placement, input_size, spec,
                                fits=lambda side: fits(model, (input_size[0], side, side)))
         if slow:
@@ -513,6 +519,35 @@ def git_commit() -> str | None:
     if result.returncode != 0:
         return None
     return result.stdout.strip() or None
+
+
+WARMUP_DIVISOR = 5  # a recipe's warm-up takes at most a fifth of the run
+
+
+def shorten_warmup(config: TrainConfig, from_recipe: dict) -> str | None:
+    """A recipe's warm-up longer than a fifth of the run (WARMUP_DIVISOR), cut to that (a 2-epoch
+    warm-up in a 2-epoch run would train wholly at a rising rate); the note saying so, or None.
+    A warm-up given explicitly is kept as given."""
+    longest = config.epochs / WARMUP_DIVISOR
+    if "warmup_epochs" not in from_recipe or config.schedule == "onecycle" or config.warmup_epochs <= longest:
+        return None
+    recipe_value, config.warmup_epochs = config.warmup_epochs, longest
+    from_recipe["warmup_epochs"] = longest
+    return (f"warm-up shortened from the recipe's {recipe_value:g} epoch(s) to {longest:g}, a fifth of this "
+            f"{config.epochs}-epoch run (--warmup-epochs sets it)")
+
+
+def describe_replanning(config: TrainConfig, planned_before: int, finished: int, steps_per_epoch: int) -> str:
+    """The resume line's second line when --epochs changed the run's length: what that does to the
+    learning-rate schedule from the next step on."""
+    if config.schedule in ("constant", "step"):
+        return (f"{finished} of {planned_before} planned epochs done, now {config.epochs}; the {config.schedule} "
+                f"schedule does not depend on the run's length")
+    before = replace(config, epochs=planned_before)
+    next_step = finished * steps_per_epoch
+    return (f"{finished} of {planned_before} planned epochs done, now {config.epochs}: the {config.schedule} "
+            f"schedule is re-planned over {config.epochs} epochs (the next step's learning rate "
+            f"{get_lr(config, next_step, steps_per_epoch):.3g}, not {get_lr(before, next_step, steps_per_epoch):.3g})")
 
 
 def describe_recipe(config: TrainConfig, from_recipe: dict) -> str:

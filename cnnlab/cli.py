@@ -14,6 +14,7 @@ import typer
 
 from cnnlab.config import DEVICE as DEVICE_PANEL
 from cnnlab.config import MODEL as MODEL_PANEL
+from cnnlab.completion import complete_experiment, complete_model, complete_model_or_run, complete_run
 from cnnlab.config import STORE as STORE_PANEL
 from cnnlab.errors import CnnlabError
 from cnnlab.helptext import ReadableCommand
@@ -21,7 +22,7 @@ from cnnlab.helptext import ReadableCommand
 app = typer.Typer(
     help="A laboratory for the classic convolutional networks: inspect, train and compare them.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (cnnlab/completion.py)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -69,7 +70,7 @@ class OutputFormat(str, Enum):
 OUTPUT_PANEL = "Output"
 # the same flag means the same thing in every command
 MODEL_HELP = "Model name (see 'cnnlab models'), torchvision:<name>, or your own: FILE.py:Name or package.module:Name."
-ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP)]
+ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP, autocompletion=complete_model)]
 OutOption = Annotated[Optional[Path], typer.Option(
     "--out", "-o", show_default=False, rich_help_panel=OUTPUT_PANEL, help="Write to this file instead of the screen.")]
 FormatOption = Annotated[Optional[OutputFormat], typer.Option(
@@ -222,7 +223,8 @@ def model_request(model: str, input: Optional[str], classes: Optional[int], mode
 @reports_errors
 def draw(
     model: Annotated[str, typer.Argument(
-        help="Model name (see 'cnnlab models'), torchvision:<name>, or a run directory (its model and input).")],
+        help="Model name (see 'cnnlab models'), torchvision:<name>, or a run directory (its model and input).",
+        autocompletion=complete_model_or_run)],
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", show_default=False, rich_help_panel=OUTPUT_PANEL,
         help="File to write; the extension picks the format: .svg, .pdf, .png, .dot (Graphviz), .mmd "
@@ -317,7 +319,7 @@ CLI_ONLY = [  # options of the command line that are not training options
         help="Train on these GPUs of this machine at once, one process each (DistributedDataParallel, "
              "launched with torch.distributed.run); --batch-size is the global batch.")], None),
     ("resume", Annotated[Optional[Path], typer.Option(
-        rich_help_panel=STORE_PANEL, show_default=False, metavar="RUN",
+        rich_help_panel=STORE_PANEL, show_default=False, metavar="RUN", autocompletion=complete_run,
         help="Continue RUN from its last finished epoch; only --epochs (up), --device/--gpu and --gpus may change.")],
      None),
     ("model_source", Annotated[Optional[ModelSource], typer.Option(
@@ -413,7 +415,7 @@ def build_train_command() -> None:
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                           annotation=Annotated[Optional[str], typer.Argument(
-                              show_default=False, metavar="MODEL", help=MODEL_HELP)]),
+                              show_default=False, metavar="MODEL", help=MODEL_HELP, autocompletion=complete_model)]),
         *config_parameters(leave_out=("model",)),
         *[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
           for name, annotation, default in CLI_ONLY],
@@ -459,7 +461,7 @@ build_train_command()
 @app.command("eval", cls=ReadableCommand)
 @reports_errors
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file (.pt).")],
+    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file (.pt).", autocompletion=complete_run)],
     checkpoint: Annotated[CheckpointChoice, typer.Option(
         "--checkpoint", "-c", help="A run's last.pt (the final epoch in metrics.csv) or best.pt.")] = CheckpointChoice.last,
     data: Annotated[Optional[str], typer.Option(
@@ -511,8 +513,8 @@ def echo_run_problem(message: str) -> None:
 @app.command(cls=ReadableCommand)
 @reports_errors
 def plot(
-    runs: Annotated[list[Path], typer.Argument(help="One or more run directories.",
-                                               show_default=False)],
+    runs: Annotated[list[Path], typer.Argument(help="One or more run directories.", show_default=False,
+                                               autocompletion=complete_run)],
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", show_default=False,
         help="Image to write; .png, .svg or .pdf picks the format (default: plot.png inside a "
@@ -543,7 +545,8 @@ def plot(
 @reports_errors
 def compare(
     runs: Annotated[Optional[list[Path]], typer.Argument(
-        help="Run directories (default: every run under --runs-dir).", show_default=False)] = None,
+        help="Run directories (default: every run under --runs-dir).", show_default=False,
+        autocompletion=complete_run)] = None,
     runs_dir: Annotated[Optional[Path], typer.Option(
         "--runs-dir", show_default=False,
         help="Compare every run in this directory (default: runs/ when no RUN is given).")] = None,
@@ -619,7 +622,8 @@ def show(
     what: Annotated[ShowView, typer.Argument(help="filters, activations, rf (receptive fields), cam (Grad-CAM) "
                                                   "or errors.")],
     target: Annotated[str, typer.Argument(help="A run directory (its trained weights) or a model name or "
-                                               "FILE.py:Name (random weights, or --weights imagenet).")],
+                                               "FILE.py:Name (random weights, or --weights imagenet).",
+                                          autocompletion=complete_model_or_run)],
     layer: Annotated[Optional[str], typer.Option(
         "--layer", "--layers", "-l", show_default=False, metavar="NAME[,NAME...]",
         help="Layers by their 'cnnlab summary' names, e.g. features.0 or layer1,layer4 (default: filters the "
@@ -738,7 +742,8 @@ def build_experiment_command() -> None:
     """Register ``experiment``: its own options, then every other TrainConfig field as in train."""
     own = [
         ("name", Annotated[Optional[str], typer.Argument(
-            show_default=False, metavar="NAME", help="permuted-pixels, depth, one-by-one or attention.")], None),
+            show_default=False, metavar="NAME", help="permuted-pixels, depth, one-by-one or attention.",
+            autocompletion=complete_experiment)], None),
         ("list", Annotated[bool, typer.Option("--list", help="Describe each experiment.")], False),
         ("epochs", Annotated[int, typer.Option("--epochs", "-e", min=1, help="Epochs of every run.")], 5),
         ("seeds", Annotated[int, typer.Option(min=1, max=100, help="Repeat each run with N seeds; report "

@@ -684,6 +684,41 @@ def show(
     typer.echo(f"{what.value} of {subject.description}\nwrote {', '.join(map(str, written))}", err=True)
 
 
+@app.command(cls=ReadableCommand)
+@reports_errors
+def export(
+    target: Annotated[str, typer.Argument(
+        help="A run directory (its trained weights) or a model name (random weights).",
+        autocompletion=complete_model_or_run)],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", rich_help_panel=OUTPUT_PANEL,
+        help=".onnx (needs the cnnlab[onnx] extra), .pt (TorchScript) or .pt2 (torch.export).")],
+    checkpoint: Annotated[CheckpointChoice, typer.Option(
+        "--checkpoint", "-c", help="A run's last.pt (the final epoch, as eval) or best.pt.")] = CheckpointChoice.last,
+    input: InputOption = None,
+    model_args: ModelArgsOption = None,
+):
+    """Write a trained network to a file other tools open.
+
+    The graph takes a batch of normalised images at the trained size (any batch size); the
+    file's cnnlab metadata gives the input size, class names, and the mean and std to normalise
+    with. ONNX opens in Netron and runs in onnxruntime.
+
+    Examples:
+    cnnlab export runs/lenet-digits-20250101-120000 --out lenet.onnx
+    cnnlab export runs/lenet-digits-20250101-120000 --out lenet.pt2 --checkpoint best
+    cnnlab export resnet18 --input 64 --out resnet18.pt
+    """
+    from cnnlab.export import export_format, export_model
+
+    from cnnlab.summary import parse_input_size
+
+    export_format(out)  # a bad extension fails before any work
+    written = export_model(target, out, checkpoint=checkpoint.value, model_args=model_args,
+                           input_size=parse_input_size(input) if input is not None else None)
+    typer.echo(f"wrote {written}", err=True)
+
+
 # -- cnnlab experiment: the classic experiments (cnnlab/experiments.py); train options pass through --
 
 def experiment(ctx: typer.Context, name: Optional[str] = None, **options):

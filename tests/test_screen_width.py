@@ -120,7 +120,8 @@ def test_train_help_reads_at_80_columns():
     assert "--model-arg" in model_panel
 
 
-@pytest.mark.parametrize("command", ["models", "summary", "draw", "eval", "plot", "compare", "show", "experiment"])
+@pytest.mark.parametrize("command", ["models", "summary", "draw", "eval", "plot", "compare", "show", "experiment",
+                                     "export"])
 def test_every_command_help_ends_with_examples(command):
     text = on_terminal(command, "--help")
     examples = text.split("Examples:")[1].split("╭")[0]

@@ -90,7 +90,7 @@ def load_subject(target, *, checkpoint: str = "last", weights: str | None = None
                        f"({path.name}, {checkpoint}.pt, epoch {trained.epoch})", tuple(record.input_size), trained.transform,
                        dataset.classes, dataset.test_images, dataset.test_labels, path)
     spec = model_spec(str(target))  # UnknownModel for a name that is neither
-    size = _input_size(spec.input_size, input_size)
+    size = full_input_size(spec.input_size, input_size)
     if weights is None:
         with torch.random.fork_rng():  # the same random weights, hence the same pictures, every time
             torch.manual_seed(WEIGHTS_SEED)
@@ -111,7 +111,8 @@ def load_subject(target, *, checkpoint: str = "last", weights: str | None = None
     return Subject(model.eval(), spec.name, description, size, BatchTransform(size[1:], mean, std), classes)
 
 
-def _input_size(natural, requested) -> tuple[int, int, int]:
+def full_input_size(natural, requested) -> tuple[int, int, int]:
+    """A requested size (one side, HxW or CxHxW; None: the natural one) completed from the natural one."""
     if requested is None:
         return tuple(natural)
     size = (requested,) if isinstance(requested, int) else tuple(requested)

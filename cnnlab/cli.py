@@ -365,7 +365,7 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
     if gpus is not None and ("device" in given):
         raise UsageError("--gpus chooses the GPUs; leave out --device and --gpu")
     if resume_from is not None:
-        refused = [shown for name, shown in given.items() if name not in (*RESUMABLE, "resume", "gpus", "model_source")]
+        refused = [shown for name, shown in given.items() if name not in (*RESUMABLE, "resume", "gpus", "model_source", "quiet")]
         if refused:
             raise UsageError(f"--resume continues a run with its own options; {refused[0]} cannot be "
                              f"given (only --epochs, --device, --gpu and --gpus can)")

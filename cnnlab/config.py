@@ -193,6 +193,9 @@ class TrainConfig:
     name: str | None = option(None, "Run name (default: <model>-<data>-<timestamp>); never overwritten.",
                               panel=STORE)
     runs_dir: str = option(DEFAULT_RUNS_DIR, "Where runs are stored.", panel=STORE)
+    log: Literal["tensorboard"] | None = option(None, "Also log to TensorBoard event files in the run's "
+                                                "tensorboard/ folder (needs the cnnlab[tensorboard] extra).",
+                                                panel=STORE)
 
     # -- reading and checking ----------------------------------------------------------------
     @classmethod

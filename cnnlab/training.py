@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnlab
-from cnnlab import distributed, threads
+from cnnlab import distributed, event_log, threads
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchTransform, batches, default_data_dir, load_dataset, permute_pixels
 from cnnlab.devices import Placement
@@ -141,6 +141,8 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
         config.epochs = from_recipe["epochs"] = math.ceil(recipe["min_steps"] / steps_per_epoch)
         from_recipe["min_steps"] = recipe["min_steps"]
     warmup_note = shorten_warmup(config, from_recipe)
+    if config.log == "tensorboard":
+        event_log.require_tensorboard()
 
     # 4) the run directory: a new one (locked), or the resumed one at its last.pt
     #    (under torchrun only rank 0 writes it; the other processes learn its path)
@@ -184,6 +186,11 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                                fits=lambda side: fits(model, (input_size[0], side, side)))
         if slow:
             reporter.start(slow)
+    log = None
+    if config.log == "tensorboard" and world.is_main:
+        log = event_log.EventLog(run.path, len(history) * steps_per_epoch, steps_per_epoch)
+        if not history:
+            log.options(config.to_dict())
     stop = StopSignals()
     threads.forget()  # the first epoch looks at the load afresh: what ran since an earlier training is not it
     try:
@@ -210,6 +217,9 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                         record_epoch(run, row, checkpoint, improved, len(history))
                     history.append(row)
                     reporter.epoch_end(row, config.epochs)
+                if log is not None:
+                    log.epoch(row, [get_lr(config, step, steps_per_epoch)
+                                    for step in range((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch)])
     except Interrupted as interrupted:
         raise TrainingInterrupted(
             f"{interrupted.name}; {len(history)} finished epoch(s) are kept in {run.path} "
@@ -221,6 +231,8 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                          f"are kept in {run.path} (continue with --resume {run.path})") from None
     finally:
         reporter.close()
+        if log is not None:
+            log.close()
         run.release()
     reporter.finish(run, best_val_acc, best_epoch)
     return run

@@ -143,7 +143,7 @@ def models(
     if recipes:
         from cnnlab.config import describe_recipes
 
-        show(rows_as(describe_recipes(), fmt), out, wide)
+        show(rows_as(describe_recipes(), fmt, prose=("settings", "description")), out, wide)
         return
     from cnnlab.models import describe_models, option_rows
 
@@ -748,7 +748,7 @@ def experiment(ctx: typer.Context, name: Optional[str] = None, **options):
                        f"its runs' models and names", err=True)
         options = {**from_file, **options}
     if listing:
-        show(rows_as(describe_experiments(), output_format(None)))
+        show(rows_as(describe_experiments(), output_format(None), prose=("description",)))
         return
     if "depths" in options:
         options["depths"] = parse_depths(options["depths"])

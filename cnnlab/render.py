@@ -21,6 +21,7 @@ from pathlib import Path
 FORMATS = ("table", "csv", "json", "markdown")
 FORMAT_BY_SUFFIX = {".csv": "csv", ".json": "json", ".md": "markdown", ".markdown": "markdown"}
 PIPE_WIDTH = 200
+PROSE_WIDTH = 24  # the least a column of sentences is given before other columns are left out
 
 
 def output_format(requested: str | None, out=None, allowed: tuple[str, ...] = FORMATS) -> str:
@@ -62,10 +63,11 @@ def show(content, out: Path | None = None, wide: bool = False) -> None:
 
 
 def rows_as(rows: list[dict], fmt: str, *, title: str | None = None, right: tuple[str, ...] = (),
-            drop_order: tuple[str, ...] = ()):
+            drop_order: tuple[str, ...] = (), prose: tuple[str, ...] = ()):
     """Plain records (one dict per row, the same keys) as csv, json, markdown or a table that
     fits the screen (``FittedTable``, leaving out the columns ``drop_order`` names first);
-    ``right``: the columns aligned right (numbers), shown with thousands separators."""
+    ``right``: the columns aligned right (numbers), shown with thousands separators; ``prose``:
+    the columns of sentences, which wrap."""
     columns = list(rows[0]) if rows else []
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
@@ -80,8 +82,8 @@ def rows_as(rows: list[dict], fmt: str, *, title: str | None = None, right: tupl
     if fmt == "markdown":
         align = ["---:" if c in right else "---" for c in columns]
         return "".join("| " + " | ".join(line) + " |\n" for line in [columns, align, *cells])
-    return FittedTable([dict(header=c, justify="right" if c in right else "left") for c in columns], cells,
-                       drop_order=drop_order, title=title)
+    return FittedTable([dict(header=c, justify="right" if c in right else "left", no_wrap=c not in prose)
+                        for c in columns], cells, drop_order=drop_order, title=title)
 
 
 class FittedTable:
@@ -89,7 +91,8 @@ class FittedTable:
     columns in ``drop_order`` (headers, the least important first) and names them in a note
     under it; the columns it keeps show every cell whole, never folded or cut. ``columns`` are
     ``Table.add_column`` keyword arguments, ``rows`` lists of cells, ``table_options`` go to
-    ``Table``; ``row_styles`` gives each row's style (or None)."""
+    ``Table``; ``row_styles`` gives each row's style (or None). A column given ``no_wrap=False``
+    holds prose: it wraps, and counts as PROSE_WIDTH wide when the table is measured."""
 
     def __init__(self, columns: list[dict], rows: list[list], *, drop_order=(), row_styles=None,
                  **table_options):
@@ -98,12 +101,15 @@ class FittedTable:
         headers = [column["header"] for column in columns]
         self.drop_order = [headers.index(header) for header in drop_order if header in headers]
 
-    def table(self, kept: list[int]):
+    def table(self, kept: list[int], measuring: bool = False):
         from rich.table import Table
 
         table = Table(**self.table_options)
         for i in kept:
-            table.add_column(**{"no_wrap": True, **self.columns[i]})
+            column = {"no_wrap": True, **self.columns[i]}
+            if measuring and not column["no_wrap"]:
+                column["max_width"] = PROSE_WIDTH
+            table.add_column(**column)
         for cells, style in zip(self.rows, self.row_styles):
             table.add_row(*(cells[i] for i in kept), style=style)
         return table
@@ -111,15 +117,13 @@ class FittedTable:
     def fitted(self, console, options) -> tuple[object, list[str]]:
         """The table at ``options.max_width`` and the headers of the columns it left out."""
         kept, dropped = list(range(len(self.columns))), []
-        table = self.table(kept)
         unbounded = options.update(max_width=1 << 16)  # a measure is clamped to the width it is given
         for column in self.drop_order:
-            if console.measure(table, options=unbounded).maximum <= options.max_width:
+            if console.measure(self.table(kept, measuring=True), options=unbounded).maximum <= options.max_width:
                 break
             kept.remove(column)
             dropped.append(self.columns[column]["header"].replace("\n", " "))
-            table = self.table(kept)
-        return table, dropped
+        return self.table(kept), dropped
 
     def __rich_console__(self, console, options):
         from rich.text import Text

@@ -126,3 +126,14 @@ def test_every_command_help_ends_with_examples(command):
     text = on_terminal(command, "--help")
     examples = text.split("Examples:")[1].split("╭")[0]
     assert 2 <= len([line for line in examples.splitlines() if line.strip().startswith(f"cnnlab {command}")]) <= 3
+
+
+def test_tables_of_prose_wrap_their_sentences_and_keep_their_names():
+    from cnnlab.config import RECIPES
+    from cnnlab.experiments import EXPERIMENTS
+
+    recipes = on_terminal("models", "--recipes")
+    assert all(any(name in cells(line) for line in recipes.splitlines()) for name in RECIPES)
+    assert "left out" not in recipes
+    experiments = on_terminal("experiment", "--list")
+    assert all(any(name in cells(line) for line in experiments.splitlines()) for name in EXPERIMENTS)

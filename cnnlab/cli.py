@@ -17,12 +17,13 @@ from cnnlab.config import MODEL as MODEL_PANEL
 from cnnlab.completion import complete_experiment, complete_model, complete_model_or_run, complete_run
 from cnnlab.config import STORE as STORE_PANEL
 from cnnlab.errors import CnnlabError
-from cnnlab.helptext import ReadableCommand
+from cnnlab.helptext import ReadableCommand, ReadableGroup
 
 app = typer.Typer(
     help="A laboratory for the classic convolutional networks: inspect, train and compare them.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion, --show-completion (cnnlab/completion.py)
+    cls=ReadableGroup,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

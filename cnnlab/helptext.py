@@ -22,6 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import get_args
 
+import typer
 import typer.core
 
 NAMES_WIDTH = 28  # names longer than this go on a line of their own, the help below them
@@ -34,6 +35,21 @@ class ReadableCommand(typer.core.TyperCommand):
 
     def format_help(self, ctx, formatter) -> None:
         formatter.write(render_help(self, ctx, help_width(ctx)))
+
+
+class ReadableGroup(typer.core.TyperGroup):
+    """The Typer app's group, its --help laid out as its commands' (with a Commands panel)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        formatter.write(render_help(self, ctx, help_width(ctx)))
+
+    def parse_args(self, ctx, args):
+        # Typer's own layout prints the help while building it, so its no-arguments error prints
+        # nothing more; this layout returns the help as text, so it is printed here
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            typer.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(2)
+        return super().parse_args(ctx, args)
 
 
 def help_width(ctx) -> int:
@@ -130,7 +146,9 @@ def render_help(command, ctx, width: int) -> str:
 
     screen = Console(file=io.StringIO(), width=width, force_terminal=True, color_system="standard",
                      highlight=False, emoji=False)
-    usage = " ".join([ctx.command_path, "[OPTIONS]", *map(argument_usage, arguments(command))])
+    subcommands = getattr(command, "commands", None)  # a group's, by name
+    usage = " ".join([ctx.command_path, "[OPTIONS]", *map(argument_usage, arguments(command)),
+                      *(["COMMAND [ARGS]..."] if subcommands else [])])
     pieces = [Padding(Text(f"Usage: {usage}", style="bold"), (1, 1, 0, 1))]
     for index, (kind, text) in enumerate(paragraphs(command.help)):
         if kind == "examples":
@@ -140,10 +158,13 @@ def render_help(command, ctx, width: int) -> str:
             pieces.append(Padding(Text(text, style="bold" if index == 0 else ""), (1, 1, 0, 1)))
     pieces.append(Text(""))
     grouped = panels(command, ctx)
-    names_width = max((len(names) for params in grouped.values() for names in map(lambda p: option_names(p, ctx), params)
-                       if len(names) <= NAMES_WIDTH), default=NAMES_WIDTH)
-    for title, params in grouped.items():
-        rows = [(option_names(p, ctx), option_help(p, ctx)) for p in params]
+    rows_of = {title: [(option_names(p, ctx), option_help(p, ctx)) for p in params] for title, params in grouped.items()}
+    if subcommands:
+        rows_of["Commands"] = [(name, paragraphs(sub.help)[0][1] if sub.help else "")
+                               for name, sub in subcommands.items() if not sub.hidden]
+    names_width = max((len(names) for rows in rows_of.values() for names, _ in rows if len(names) <= NAMES_WIDTH),
+                      default=NAMES_WIDTH)
+    for title, rows in rows_of.items():
         body = []
         grid = None
         for names, help in rows:

@@ -137,3 +137,14 @@ def test_tables_of_prose_wrap_their_sentences_and_keep_their_names():
     assert "left out" not in recipes
     experiments = on_terminal("experiment", "--list")
     assert all(any(name in cells(line) for line in experiments.splitlines()) for name in EXPERIMENTS)
+
+
+def test_the_app_help_lists_each_command_with_its_first_sentence_whole():
+    text = on_terminal("--help")
+    lines = " ".join(text.split())
+    for command, summary in (("train", "Train a model and record the run under runs/<name>."),
+                             ("export", "Write a trained network to a file other tools open.")):
+        assert f"{command} {summary}" in lines
+    assert "--install-completion" in text
+    bare = CliRunner().invoke(app, [], terminal_width=WIDTH, prog_name="cnnlab")  # the same help, exit code 2
+    assert bare.exit_code == 2 and "Usage: cnnlab [OPTIONS] COMMAND [ARGS]..." in bare.output

@@ -129,7 +129,7 @@ class TrainConfig:
     # -- what to train, on what
     model: str = option("lenet", "Model name (see 'cnnlab models') or torchvision:<name>.", panel=MODEL)
     model_args: list[str] | None = option(None, "A model option KEY=VALUE, e.g. width=0.25 or aux_logits=true "
-                                          "(repeat for several; 'cnnlab models NAME --format json' lists them).",
+                                          "(repeat for several; 'cnnlab models NAME' lists them).",
                                           panel=MODEL, flag="--model-arg", multiple=True)
     recipe: RecipeName | None = option(None, "Training recipe: its optimiser, schedule, batch, epochs ... (default: "
                                        "the model's; see 'cnnlab models --recipes'). Explicit options override it.",
@@ -212,8 +212,8 @@ class TrainConfig:
         saved = {f.name: saved.get(f.name) for f in fields(cls)}
         hints = get_type_hints(cls)
         for f in fields(cls):
-            if not _has_type(saved[f.name], hints[f.name]):
-                raise UsageError(f"{source}: {f.name} is {saved[f.name]!r}, not {_type_name(hints[f.name])}")
+            if not has_type(saved[f.name], hints[f.name]):
+                raise UsageError(f"{source}: {f.name} is {saved[f.name]!r}, not {type_name(hints[f.name])}")
         config = cls(**{f.name: saved[f.name] for f in fields(cls)})
         config.validate()
         return config
@@ -229,8 +229,8 @@ class TrainConfig:
             allowed = choices(hints[f.name])
             if allowed and value is not None and value not in allowed:
                 raise UsageError(f"{flag_name(f.name)} must be one of {', '.join(allowed)}, not {value!r}")
-            if not _has_type(value, hints[f.name]):
-                raise UsageError(f"{flag_name(f.name)} must be {_type_name(hints[f.name])}, not {value!r}")
+            if not has_type(value, hints[f.name]):
+                raise UsageError(f"{flag_name(f.name)} must be {type_name(hints[f.name])}, not {value!r}")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 check_bounds(flag_name(f.name), value, meta["low"], meta["high"], meta["open_low"])
         if self.name is not None and not RUN_NAME.fullmatch(self.name):
@@ -307,7 +307,7 @@ def _alternatives(hint) -> tuple:
     return get_args(hint) if get_origin(hint) is not Literal and get_args(hint) else (hint,)
 
 
-def _has_type(value: Any, hint) -> bool:
+def has_type(value: Any, hint) -> bool:
     """Whether a JSON value fits a field's annotation (int, float, bool, str, a Literal of names,
     list[str], or X | None)."""
     allowed = _alternatives(hint)
@@ -325,7 +325,7 @@ def _has_type(value: Any, hint) -> bool:
     return any(isinstance(value, t) for t in allowed if t is not type(None) and t is not int)
 
 
-def _type_name(hint) -> str:
+def type_name(hint) -> str:
     if choices(hint):
         names = ["one of " + ", ".join(choices(hint))]
     else:

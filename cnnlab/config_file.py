@@ -26,7 +26,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import get_type_hints
 
-from cnnlab.config import TrainConfig, _has_type, _type_name, flag_name, option_fields
+from cnnlab.config import TrainConfig, flag_name, has_type, option_fields, type_name
 from cnnlab.errors import UsageError, first_line
 
 NOT_COPIED_FROM_A_RUN = ("name",)  # a new run is named afresh
@@ -117,8 +117,8 @@ def _checked(saved: dict, path: Path) -> dict:
             raise UsageError(f"{path}: unknown option {key!r}{hint}")
         if name in options:
             raise UsageError(f"{path}: {key!r} gives {name} a second time")
-        if isinstance(value, float) and not math.isfinite(value) or not _has_type(value, hints[name]):
-            raise UsageError(f"{path}: {key} is {value!r}, not {_type_name(hints[name])}")
+        if isinstance(value, float) and not math.isfinite(value) or not has_type(value, hints[name]):
+            raise UsageError(f"{path}: {key} is {value!r}, not {type_name(hints[name])}")
         options[name] = value
     try:
         TrainConfig(**options).validate()  # bounds and combinations, as on the command line

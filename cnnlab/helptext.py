@@ -73,12 +73,12 @@ def paragraphs(help: str) -> list[tuple[str, str]]:
     return parts
 
 
-def option_names(param, ctx) -> str:
+def option_names(param) -> str:
     """``--epochs, -e N``, ``--flip / --no-flip``, ``--optimizer [sgd|adam|adamw]``, ``MODEL``."""
     if param.param_type_name == "argument":
         return param.metavar or param.name.upper()
-    longs = [o for o in param.opts if o.startswith("--")] + [o for o in param.opts if not o.startswith("--")]
-    names = ", ".join(longs)
+    long_first = sorted(param.opts, key=lambda name: not name.startswith("--"))
+    names = ", ".join(long_first)
     if param.secondary_opts:
         names += " / " + ", ".join(param.secondary_opts)
     if getattr(param, "is_flag", False) or getattr(param, "count", False):
@@ -107,7 +107,7 @@ def argument_usage(param) -> str:
     return name if param.required else f"[{name}]"
 
 
-def option_help(param, ctx) -> str:
+def option_help(param) -> str:
     """The help with the default and the bounds a reader needs, as one paragraph."""
     text = " ".join((getattr(param, "help", None) or "").split())
     extras = []
@@ -116,7 +116,7 @@ def option_help(param, ctx) -> str:
         extras.append(f"{low} to {high}" if low is not None and high is not None
                       else f"at least {low}" if low is not None else f"at most {high}")
     if getattr(param, "show_default", False) and param.default not in (None, False, ()) \
-            and not param.param_type_name == "argument":
+            and param.param_type_name != "argument":
         default = getattr(param.default, "value", param.default)
         extras.append(f"default: {default}")
     if param.required:
@@ -158,7 +158,7 @@ def render_help(command, ctx, width: int) -> str:
             pieces.append(Padding(Text(text, style="bold" if index == 0 else ""), (1, 1, 0, 1)))
     pieces.append(Text(""))
     grouped = panels(command, ctx)
-    rows_of = {title: [(option_names(p, ctx), option_help(p, ctx)) for p in params] for title, params in grouped.items()}
+    rows_of = {title: [(option_names(p), option_help(p)) for p in params] for title, params in grouped.items()}
     if subcommands:
         rows_of["Commands"] = [(name, paragraphs(sub.help)[0][1] if sub.help else "")
                                for name, sub in subcommands.items() if not sub.hidden]

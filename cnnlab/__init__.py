@@ -29,6 +29,8 @@ _API = {
     # (modules named unlike the functions: importing a submodule cnnlab.train would rebind
     # the package attribute ``cnnlab.train`` from the function to the module)
     "TrainConfig": "cnnlab.config",
+    "config_from_file": "cnnlab.config_file",
+    "options_toml": "cnnlab.config_file",
     "train": "cnnlab.training",
     "resume": "cnnlab.training",
     "evaluate": "cnnlab.evaluation",

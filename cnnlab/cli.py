@@ -13,13 +13,17 @@ from typing import Annotated, Optional
 import typer
 
 from cnnlab.config import DEVICE as DEVICE_PANEL
+from cnnlab.config import MODEL as MODEL_PANEL
+from cnnlab.completion import complete_experiment, complete_model, complete_model_or_run, complete_run
 from cnnlab.config import STORE as STORE_PANEL
 from cnnlab.errors import CnnlabError
+from cnnlab.helptext import ReadableCommand, ReadableGroup
 
 app = typer.Typer(
     help="A laboratory for the classic convolutional networks: inspect, train and compare them.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (cnnlab/completion.py)
+    cls=ReadableGroup,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -64,23 +68,28 @@ class OutputFormat(str, Enum):
     markdown = "markdown"
 
 
+OUTPUT_PANEL = "Output"
 # the same flag means the same thing in every command
 MODEL_HELP = "Model name (see 'cnnlab models'), torchvision:<name>, or your own: FILE.py:Name or package.module:Name."
-ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP)]
+ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP, autocompletion=complete_model)]
 OutOption = Annotated[Optional[Path], typer.Option(
-    "--out", "-o", show_default=False, help="Write to this file instead of the screen.")]
+    "--out", "-o", show_default=False, rich_help_panel=OUTPUT_PANEL, help="Write to this file instead of the screen.")]
 FormatOption = Annotated[Optional[OutputFormat], typer.Option(
-    "--format", "-f", show_default=False,
+    "--format", "-f", show_default=False, rich_help_panel=OUTPUT_PANEL,
     help="table, csv, json or markdown (default: from --out's extension .csv, .json or .md, else a table).")]
+WideOption = Annotated[bool, typer.Option(
+    "--wide", rich_help_panel=OUTPUT_PANEL, help="Every column of the table, however wide (a narrow terminal leaves out the least "
+                   "important ones and names them under the table; a pipe or a file gets them all).")]
 InputOption = Annotated[Optional[str], typer.Option(
-    "--input", "-i", help="Input size CxHxW, HxW or one side (default: the model's natural input).")]
-ClassesOption = Annotated[Optional[int], typer.Option(help="Number of classes.", show_default=False)]
+    "--input", "-i", rich_help_panel=MODEL_PANEL, help="Input size CxHxW, HxW or one side (default: the model's natural input).")]
+ClassesOption = Annotated[Optional[int], typer.Option(
+    help="Number of classes.", show_default=False, rich_help_panel=MODEL_PANEL)]
 COST_PANEL = "Training cost"
 ModelArgsOption = Annotated[Optional[list[str]], typer.Option(
-    "--model-arg", show_default=False, metavar="KEY=VALUE",
+    "--model-arg", show_default=False, metavar="KEY=VALUE", rich_help_panel=MODEL_PANEL,
     help="A model option, e.g. width=0.5 or attention=se (repeat for several).")]
 DpiOption = Annotated[Optional[int], typer.Option(
-    min=30, max=1200, show_default=False, help="Image resolution in dots per inch (default: 150).")]
+    min=30, max=1200, show_default=False, rich_help_panel=OUTPUT_PANEL, help="Image resolution in dots per inch (default: 150).")]
 DataDirOption = Annotated[Optional[Path], typer.Option(
     show_default=False, help="Where downloads go (default: $CNNLAB_DATA_DIR or ~/.cache/cnnlab).")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
@@ -109,7 +118,7 @@ MODEL_SOURCE_HELP = ("A run on your own network whose file changed or moved sinc
 ModelSourceOption = Annotated[Optional[ModelSource], typer.Option(show_default=False, help=MODEL_SOURCE_HELP)]
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def models(
     pattern: Annotated[str, typer.Argument(
@@ -118,16 +127,25 @@ def models(
         "--recipes", help="List the training recipes instead: what each sets, and for which models.")] = False,
     format: FormatOption = None,
     out: OutOption = None,
+    wide: WideOption = False,
 ):
-    """List the model zoo: name, family, year, parameters and input at the defaults, default
-    training recipe (--recipes: the recipes themselves)."""
+    """List the model zoo, or one model's options.
+
+    Each model's name, family, year, parameters and input at the defaults, and its default
+    training recipe; --recipes lists the recipes themselves.
+
+    Examples:
+    cnnlab models
+    cnnlab models 'resnet*'
+    cnnlab models googlenet
+    """
     from cnnlab.render import output_format, rows_as, show
 
     fmt = output_format(format and format.value, out)
     if recipes:
         from cnnlab.config import describe_recipes
 
-        show(rows_as(describe_recipes(), fmt), out)
+        show(rows_as(describe_recipes(), fmt, prose=("settings", "description")), out, wide)
         return
     from cnnlab.models import describe_models, option_rows
 
@@ -138,17 +156,17 @@ def models(
                      f"{o['option']}:{o['type']}={o['default']}" for o in option_rows(r))}
                     if fmt in ("csv", "json") else {}))
             for r in records]
-    content = rows_as(rows, fmt, right=("params", "classes"))
+    content = rows_as(rows, fmt, right=("params", "classes"), drop_order=("classes", "year", "family", "input"))
     if [r.name for r in records] == [pattern] and fmt in ("table", "markdown"):  # one model: its options too
         options = option_rows(records[0]) or [dict(option="(none)", type="", default="")]
         listing = rows_as(options, fmt, title=f"--model-arg options of {pattern}")
         from rich.console import Group
 
         content = Group(content, listing) if fmt == "table" else f"{content}\n{listing}"
-    show(content, out)
+    show(content, out, wide)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def summary(
     model: ModelArg,
@@ -181,9 +199,21 @@ def summary(
     measure: Annotated[bool, typer.Option(
         "--measure", rich_help_panel=COST_PANEL,
         help="--fit: run one real training step at that batch and compare its peak.")] = False,
+    wide: WideOption = False,
 ):
-    """Show every layer's output shape, parameters, MACs and receptive field (size, jump, start);
-    with --training, what a training step costs; with --fit, the batch that fits."""
+    """Show every layer's output shape, parameters, MACs and receptive field.
+
+    The receptive field is given as its size, its jump (the stride between neighbouring units,
+    in input pixels) and the start (the centre of the first unit). --explain shows the
+    arithmetic behind each number. --training adds what one training step costs (FLOPs forward
+    and backward, the memory it keeps); --fit finds the largest batch that fits.
+
+    Examples:
+    cnnlab summary vgg16
+    cnnlab summary resnet18 --depth 1 --input 32
+    cnnlab summary lenet --explain --format csv --out lenet.csv
+    cnnlab summary resnet18 --training --batch-size 128 --optimizer adamw
+    """
     from cnnlab.render import output_format, show
 
     fmt = output_format(format and format.value, out, allowed=("table", "csv", "json"))
@@ -206,14 +236,14 @@ def summary(
                              batch_size=batch_size or 1, optimizer=optimizer, momentum=momentum, amp=amp)
         content = {"csv": lambda: cost_to_csv(cost, depth), "json": lambda: cost_to_json(cost, depth),
                    "table": lambda: render_cost_table(cost, depth)}[fmt]()
-        show(content, out)
+        show(content, out, wide)
         return
     from cnnlab.summary import render_table, summarize, to_csv, to_json
 
     result = summarize(model, input_size=input_size, num_classes=classes, model_args=options)
     content = {"csv": lambda: to_csv(result, depth, explain), "json": lambda: to_json(result, depth),
                "table": lambda: render_table(result, depth, explain)}[fmt]()
-    show(content, out)
+    show(content, out, wide)
 
 
 def model_request(model: str, input: Optional[str], classes: Optional[int], model_args: Optional[list[str]],
@@ -234,13 +264,14 @@ def model_request(model: str, input: Optional[str], classes: Optional[int], mode
     return input_size, classes, model_options(model, model_args)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def draw(
     model: Annotated[str, typer.Argument(
-        help="Model name (see 'cnnlab models'), torchvision:<name>, or a run directory (its model and input).")],
+        help="Model name (see 'cnnlab models'), torchvision:<name>, or a run directory (its model and input).",
+        autocompletion=complete_model_or_run)],
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", show_default=False,
+        "--out", "-o", show_default=False, rich_help_panel=OUTPUT_PANEL,
         help="File to write; the extension picks the format: .svg, .pdf, .png, .dot (Graphviz), .mmd "
              "(Mermaid) or .json (the graph as data) (default: MODEL.svg).")] = None,
     depth: Annotated[Optional[int], typer.Option(
@@ -255,11 +286,19 @@ def draw(
     classes: ClassesOption = None,
     model_args: ModelArgsOption = None,
     format: Annotated[Optional[DiagramFormat], typer.Option(
-        "--format", "-f", show_default=False, help="Write this format whatever the extension of --out.")] = None,
+        "--format", "-f", show_default=False, rich_help_panel=OUTPUT_PANEL, help="Write this format whatever the extension of --out.")] = None,
     dpi: DpiOption = None,
 ):
-    """Draw the architecture: one box per layer (kind, hyper-parameters, output shape, params),
-    branches as branches, repeated blocks folded into 'x n', colours by kind."""
+    """Draw a network's architecture as a diagram.
+
+    One box per layer (kind, hyper-parameters, output shape, params), branches as branches,
+    repeated blocks folded into 'x n', colours by kind.
+
+    Examples:
+    cnnlab draw vgg16
+    cnnlab draw googlenet --depth 1 --unfold inception.3a --out googlenet.png
+    cnnlab draw resnet18 --out resnet18.mmd
+    """
     from cnnlab.diagram import diagram_format, network_diagram, save_diagram
     from cnnlab.plots import DEFAULT_DPI
 
@@ -305,14 +344,27 @@ def config_parameters(leave_out: tuple[str, ...]) -> list[inspect.Parameter]:
     return [config_parameter(f, hints[f.name]) for f in option_fields() if f.name not in leave_out]
 
 
+CONFIG_PANEL = "Config file"
+ConfigOption = Annotated[Optional[Path], typer.Option(
+    "--config", rich_help_panel=CONFIG_PANEL, show_default=False, metavar="FILE",
+    help="Read the options from FILE: TOML (.toml) or JSON, keys named as the options (batch-size or "
+         "batch_size); options on the command line override it. A run directory or its config.json "
+         "starts a new run with that run's options.")]
 CLI_ONLY = [  # options of the command line that are not training options
+    ("config", ConfigOption, None),
+    ("quiet", Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print only the last line: the best accuracy and where the run is saved.")], False),
+    ("print_config", Annotated[bool, typer.Option(
+        "--print-config", rich_help_panel=CONFIG_PANEL,
+        help="Print the options as a TOML config file (the recipe's values filled in) and train nothing.")],
+     False),
     ("gpu", GpuOption, None),
     ("gpus", Annotated[Optional[str], typer.Option(
         rich_help_panel=DEVICE_PANEL, show_default=False, metavar="N,N,...",
         help="Train on these GPUs of this machine at once, one process each (DistributedDataParallel, "
              "launched with torch.distributed.run); --batch-size is the global batch.")], None),
     ("resume", Annotated[Optional[Path], typer.Option(
-        rich_help_panel=STORE_PANEL, show_default=False, metavar="RUN",
+        rich_help_panel=STORE_PANEL, show_default=False, metavar="RUN", autocompletion=complete_run,
         help="Continue RUN from its last finished epoch; only --epochs (up), --device/--gpu and --gpus may change.")],
      None),
     ("model_source", Annotated[Optional[ModelSource], typer.Option(
@@ -321,12 +373,20 @@ CLI_ONLY = [  # options of the command line that are not training options
 
 
 def train(ctx: typer.Context, model: Optional[str] = None, **options):
-    """Train MODEL and record the run under runs/<name>: config.json, metrics.csv (one row per
-    epoch; val_* is the data set's test split, as in d2l), summary.csv, last.pt and best.pt.
+    """Train a model and record the run under runs/<name>.
+
+    The run holds config.json, metrics.csv (one row per epoch; val_* is the data set's test
+    split, as in d2l), summary.csv, last.pt and best.pt. Options left out come from the model's
+    recipe ('cnnlab models --recipes').
 
     Ctrl-C or SIGTERM keeps every finished epoch (exit code 130 or 143); continue with --resume
     runs/<name>. Under torchrun (or with --gpus) every process runs this command and rank 0
     records the run.
+
+    Examples:
+    cnnlab train lenet --epochs 5
+    cnnlab train resnet18 --data cifar10 --lr 0.1 --schedule onecycle
+    cnnlab train --resume runs/lenet-digits-20250101-120000 --epochs 10
     """
     from cnnlab.config import RESUMABLE, TrainConfig
     from cnnlab.errors import TrainingInterrupted, UsageError
@@ -335,7 +395,14 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
              for p in ctx.command.params if is_given(ctx, p.name)}
     options = {name: getattr(value, "value", value) for name, value in options.items()}
     gpu, gpus, resume_from = options.pop("gpu"), options.pop("gpus"), options.pop("resume")
-    model_source = options.pop("model_source")
+    model_source, config_file, print_config = options.pop("model_source"), options.pop("config"), options.pop("print_config")
+    progress = "final" if options.pop("quiet") else "auto"
+    if config_file is not None:
+        if resume_from is not None:
+            raise UsageError("--config starts a new run; --resume continues one with its own options")
+        from_file = options_from_file(config_file, given)
+        model = model if model is not None else from_file.pop("model", None)
+        options.update({name: value for name, value in from_file.items() if name != "model"})
     if model_source is not None and resume_from is None:
         raise UsageError("--model-source applies to --resume RUN")
     if gpu is not None:
@@ -343,7 +410,7 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
     if gpus is not None and ("device" in given):
         raise UsageError("--gpus chooses the GPUs; leave out --device and --gpu")
     if resume_from is not None:
-        refused = [shown for name, shown in given.items() if name not in (*RESUMABLE, "resume", "gpus", "model_source")]
+        refused = [shown for name, shown in given.items() if name not in (*RESUMABLE, "resume", "gpus", "model_source", "quiet")]
         if refused:
             raise UsageError(f"--resume continues a run with its own options; {refused[0]} cannot be "
                              f"given (only --epochs, --device, --gpu and --gpus can)")
@@ -353,6 +420,15 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
     else:
         config = TrainConfig(model=model, **options)
         config.validate()  # before launching processes or importing torch
+    if print_config:
+        if resume_from is not None:
+            raise UsageError("--print-config prints a new run's options; a resumed run's are in its config.json")
+        from cnnlab.config_file import options_toml
+        from cnnlab.models import default_recipe, model_spec
+
+        typer.echo(options_toml(config.with_recipe(model_spec(config.model).family, default_recipe(config.model))),
+                   nl=False)
+        return
     if gpus is not None:  # one process per GPU, each running this command without --gpus
         from cnnlab.distributed import launch_on_gpus, parse_gpus
 
@@ -362,13 +438,20 @@ def train(ctx: typer.Context, model: Optional[str] = None, **options):
         if resume_from is not None:
             from cnnlab.training import resume
 
-            resume(resume_from, **changes, model_source=model_source)
+            resume(resume_from, **changes, model_source=model_source, progress=progress)
         else:
             from cnnlab.training import train as train_model
 
-            train_model(config)
+            train_model(config, progress=progress)
     except KeyboardInterrupt:  # before the first epoch began: nothing to keep
         raise TrainingInterrupted("interrupted before training started") from None
+
+
+def options_from_file(path: Path, given: dict) -> dict:
+    """The options FILE gives that the command line does not (it overrides the file)."""
+    from cnnlab.config_file import read_options
+
+    return {name: value for name, value in read_options(path).items() if name not in given}
 
 
 def build_train_command() -> None:
@@ -377,7 +460,7 @@ def build_train_command() -> None:
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                           annotation=Annotated[Optional[str], typer.Argument(
-                              show_default=False, metavar="MODEL", help=MODEL_HELP)]),
+                              show_default=False, metavar="MODEL", help=MODEL_HELP, autocompletion=complete_model)]),
         *config_parameters(leave_out=("model",)),
         *[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
           for name, annotation, default in CLI_ONLY],
@@ -391,7 +474,7 @@ def register(function, parameters: list[inspect.Parameter]) -> None:
     command = reports_errors(function)
     command.__signature__ = inspect.Signature(parameters)
     command.__annotations__ = {p.name: p.annotation for p in parameters}
-    app.command(function.__name__)(command)
+    app.command(function.__name__, cls=ReadableCommand)(command)
 
 
 def is_given(ctx: typer.Context, name: str) -> bool:
@@ -420,10 +503,10 @@ def given_arguments(ctx: typer.Context, leave_out: tuple[str, ...] = ()) -> list
 build_train_command()
 
 
-@app.command("eval")
+@app.command("eval", cls=ReadableCommand)
 @reports_errors
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file (.pt).")],
+    run: Annotated[Path, typer.Argument(help="A run directory or a checkpoint file (.pt).", autocompletion=complete_run)],
     checkpoint: Annotated[CheckpointChoice, typer.Option(
         "--checkpoint", "-c", help="A run's last.pt (the final epoch in metrics.csv) or best.pt.")] = CheckpointChoice.last,
     data: Annotated[Optional[str], typer.Option(
@@ -434,9 +517,18 @@ def evaluate(
     gpu: GpuOption = None,
     plot: Annotated[bool, typer.Option("--plot", help="Also draw the confusion matrix as confusion.png.")] = False,
     model_source: ModelSourceOption = None,
+    wide: WideOption = False,
 ):
-    """Evaluate a run on a test split: loss, top-1 and top-5 accuracy, per-class precision,
-    recall and accuracy, confusion matrix. Writes eval.csv and confusion.csv into the run."""
+    """Evaluate a run on a test split.
+
+    Loss, top-1 and top-5 accuracy, per-class precision, recall and accuracy, and the confusion
+    matrix. Writes eval.csv and confusion.csv into the run.
+
+    Examples:
+    cnnlab eval runs/lenet-digits-20250101-120000
+    cnnlab eval runs/lenet-digits-20250101-120000 --checkpoint best --plot
+    cnnlab eval runs/lenet-mnist-20250101-120000 --data kmnist
+    """
     from cnnlab.evaluation import evaluate as evaluate_run
 
     from cnnlab.render import console, rows_as
@@ -444,14 +536,15 @@ def evaluate(
     result = evaluate_run(run, data, checkpoint=checkpoint.value, data_dir=data_dir,
                           device=chosen_device(device, gpu, device != "auto"), plot=plot,
                           model_source=model_source and model_source.value)
-    screen = console()
+    screen = console(wide=wide)
     screen.print(f"{result.checkpoint} (epoch {result.epoch}) on the {result.data} test split, "
                  f"{result.images} images")
     screen.print(f"loss {result.loss:.4f}  top-1 {result.top1:.4f}  top-5 {result.top5:.4f}")
     columns = ["support", "accuracy", "precision", "recall", "top5_accuracy", "loss"]
     rows = [{"class": row["class"], **{c: row[c] if c == "support" else f"{row[c]:.4f}" for c in columns}}
             for row in result.per_class]
-    screen.print(rows_as(rows, "table", right=tuple(columns)))
+    screen.print(rows_as(rows, "table", right=tuple(columns),
+                         drop_order=("loss", "top5_accuracy", "support", "precision", "recall")))
     typer.echo(f"wrote {', '.join(str(path) for path in result.files)}", err=True)
 
 
@@ -462,11 +555,11 @@ def echo_run_problem(message: str) -> None:
 
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def plot(
-    runs: Annotated[list[Path], typer.Argument(help="One or more run directories.",
-                                               show_default=False)],
+    runs: Annotated[list[Path], typer.Argument(help="One or more run directories.", show_default=False,
+                                               autocompletion=complete_run)],
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", show_default=False,
         help="Image to write; .png, .svg or .pdf picks the format (default: plot.png inside a "
@@ -477,8 +570,15 @@ def plot(
     dpi: DpiOption = None,
     show: Annotated[bool, typer.Option("--show", help="Also open the figure in a window.")] = False,
 ):
-    """Draw loss and accuracy over epochs: colour = run, dashed = training, solid = validation,
-    a star at the best validation accuracy. Runs still in progress plot what they have."""
+    """Draw loss and accuracy over epochs.
+
+    Colour = run, dashed = training, solid = validation, a star at the best validation
+    accuracy. Runs still in progress plot what they have.
+
+    Examples:
+    cnnlab plot runs/lenet-digits-20250101-120000
+    cnnlab plot runs/lenet-* --out curves.svg
+    """
     from cnnlab.plots import DEFAULT_DPI, plot_runs
 
     written = plot_runs(runs, out, lr=lr, dpi=dpi or DEFAULT_DPI, show=show,
@@ -486,11 +586,12 @@ def plot(
     typer.echo(f"wrote {written}", err=True)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def compare(
     runs: Annotated[Optional[list[Path]], typer.Argument(
-        help="Run directories (default: every run under --runs-dir).", show_default=False)] = None,
+        help="Run directories (default: every run under --runs-dir).", show_default=False,
+        autocompletion=complete_run)] = None,
     runs_dir: Annotated[Optional[Path], typer.Option(
         "--runs-dir", show_default=False,
         help="Compare every run in this directory (default: runs/ when no RUN is given).")] = None,
@@ -512,9 +613,18 @@ def compare(
              "accuracy against MACs and against params into FILE_efficiency.<ext> beside "
              "it.")] = None,
     dpi: DpiOption = None,
+    wide: WideOption = False,
 ):
-    """Compare runs side by side: best and final accuracy, losses, params, MACs and speed.
-    Runs that cannot be read are reported and skipped; it fails only if none is left."""
+    """Compare runs side by side.
+
+    Best and final accuracy, losses, params, MACs and speed, one row per run. Runs that cannot
+    be read are reported and skipped; it fails only if none is left.
+
+    Examples:
+    cnnlab compare
+    cnnlab compare --filter 'resnet*' --sort best_val_acc
+    cnnlab compare --format json | jq '.[0].best_val_acc'
+    """
     from cnnlab.compare import compare_runs, render, to_rich_table
     from cnnlab.render import output_format, show
     from cnnlab.plots import DEFAULT_DPI, efficiency_path, image_format, plot_efficiency, plot_runs
@@ -524,7 +634,7 @@ def compare(
     table = compare_runs(runs, runs_dir=runs_dir, pattern=pattern, sort=sort, reverse=reverse,
                          on_problem=echo_run_problem)
     fmt = output_format(format and format.value, out)
-    show(to_rich_table(table) if fmt == "table" else render(table, fmt), out)
+    show(to_rich_table(table) if fmt == "table" else render(table, fmt), out, wide)
     if plot is not None:
         dpi = dpi or DEFAULT_DPI
         curves = plot_runs(table["path"], plot, splits=("val",), lr=False, dpi=dpi,
@@ -551,13 +661,14 @@ def parse_names(text: Optional[str]) -> Optional[list[str]]:
     return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 @reports_errors
 def show(
     what: Annotated[ShowView, typer.Argument(help="filters, activations, rf (receptive fields), cam (Grad-CAM) "
                                                   "or errors.")],
     target: Annotated[str, typer.Argument(help="A run directory (its trained weights) or a model name or "
-                                               "FILE.py:Name (random weights, or --weights imagenet).")],
+                                               "FILE.py:Name (random weights, or --weights imagenet).",
+                                          autocompletion=complete_model_or_run)],
     layer: Annotated[Optional[str], typer.Option(
         "--layer", "--layers", "-l", show_default=False, metavar="NAME[,NAME...]",
         help="Layers by their 'cnnlab summary' names, e.g. features.0 or layer1,layer4 (default: filters the "
@@ -573,7 +684,7 @@ def show(
     share: Annotated[float, typer.Option(
         min=0.01, max=0.99, help="rf: share of the gradient mass inside the effective field.")] = 0.95,
     checkpoint: Annotated[CheckpointChoice, typer.Option(
-        "--checkpoint", "-c", help="A run's best.pt or last.pt.")] = CheckpointChoice.best,
+        "--checkpoint", "-c", help="A run's last.pt (the final epoch, as eval) or best.pt.")] = CheckpointChoice.last,
     weights: Annotated[Optional[str], typer.Option(
         show_default=False, help="imagenet: torchvision's published weights, for a model with a torchvision twin.")] = None,
     input: Annotated[Optional[str], typer.Option(
@@ -587,8 +698,16 @@ def show(
     dpi: DpiOption = None,
     model_source: ModelSourceOption = None,
 ):
-    """Pictures of what a network sees and has learned: first-layer filters, feature maps,
-    theoretical and effective receptive fields, Grad-CAM, misclassified test images."""
+    """Pictures of what a network sees and has learned.
+
+    First-layer filters, feature maps, theoretical and effective receptive fields, Grad-CAM
+    and the misclassified test images.
+
+    Examples:
+    cnnlab show filters runs/lenet-digits-20250101-120000
+    cnnlab show rf resnet18 --layer layer4
+    cnnlab show cam runs/lenet-digits-20250101-120000 --count 4
+    """
     from cnnlab.plots import DEFAULT_DPI, image_format
     from cnnlab.show import VIEWS, load_subject, parse_unit, save_picture
     from cnnlab.summary import parse_input_size
@@ -607,23 +726,74 @@ def show(
     given = {name: value for name, value in options.items() if value is not None}  # else the view's default
     picture = view(subject, dpi=dpi, **given)
     written = save_picture(picture, out or subject.directory / f"{picture.stem}.png", format.value, dpi)
-    typer.echo(f"wrote {', '.join(map(str, written))}", err=True)
+    typer.echo(f"{what.value} of {subject.description}\nwrote {', '.join(map(str, written))}", err=True)
+
+
+@app.command(cls=ReadableCommand)
+@reports_errors
+def export(
+    target: Annotated[str, typer.Argument(
+        help="A run directory (its trained weights) or a model name (random weights).",
+        autocompletion=complete_model_or_run)],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", rich_help_panel=OUTPUT_PANEL,
+        help=".onnx (needs the cnnlab[onnx] extra), .pt (TorchScript) or .pt2 (torch.export).")],
+    checkpoint: Annotated[CheckpointChoice, typer.Option(
+        "--checkpoint", "-c", help="A run's last.pt (the final epoch, as eval) or best.pt.")] = CheckpointChoice.last,
+    input: InputOption = None,
+    model_args: ModelArgsOption = None,
+):
+    """Write a trained network to a file other tools open.
+
+    The graph takes a batch of normalised images at the trained size (any batch size); the
+    file's cnnlab metadata gives the input size, class names, and the mean and std to normalise
+    with. ONNX opens in Netron and runs in onnxruntime.
+
+    Examples:
+    cnnlab export runs/lenet-digits-20250101-120000 --out lenet.onnx
+    cnnlab export runs/lenet-digits-20250101-120000 --out lenet.pt2 --checkpoint best
+    cnnlab export resnet18 --input 64 --out resnet18.pt
+    """
+    from cnnlab.export import export_format, export_model
+
+    from cnnlab.summary import parse_input_size
+
+    export_format(out)  # a bad extension fails before any work
+    written = export_model(target, out, checkpoint=checkpoint.value, model_args=model_args,
+                           input_size=parse_input_size(input) if input is not None else None)
+    typer.echo(f"wrote {written}", err=True)
 
 
 # -- cnnlab experiment: the classic experiments (cnnlab/experiments.py); train options pass through --
 
 def experiment(ctx: typer.Context, name: Optional[str] = None, **options):
-    """Run a classic experiment end to end into <runs-dir>/<name>-<time>/: its runs, results.csv,
-    the figures and report.md with the finding. Any train option (e.g. --lr, --batch-size) reaches
-    every run. Ctrl-C keeps the finished runs; continue with --resume DIR."""
+    """Run a classic experiment end to end.
+
+    Writes <runs-dir>/<name>-<time>/: its runs, results.csv, the figures and report.md with the
+    finding. Any train option (e.g. --lr, --batch-size) reaches every run. Ctrl-C keeps the
+    finished runs; continue with --resume DIR.
+
+    Examples:
+    cnnlab experiment --list
+    cnnlab experiment permuted-pixels --epochs 5
+    cnnlab experiment depth --depths 20,56 --seeds 3
+    """
     from cnnlab.errors import UsageError
     from cnnlab.experiments import describe_experiments, resume_experiment, run_experiment
     from cnnlab.render import output_format, rows_as, show
 
     options = {key: getattr(value, "value", value) for key, value in options.items() if is_given(ctx, key)}
     listing, resume_from = options.pop("list", False), options.pop("resume", None)
+    config_file = options.pop("config", None)
+    if config_file is not None:  # the experiment names its runs and picks their models itself
+        from_file = options_from_file(config_file, options)
+        left_out = [key for key in ("model", "name") if from_file.pop(key, None) is not None]
+        if left_out:
+            typer.echo(f"note: {config_file}'s {' and '.join(left_out)} left out: the experiment chooses "
+                       f"its runs' models and names", err=True)
+        options = {**from_file, **options}
     if listing:
-        show(rows_as(describe_experiments(), output_format(None)))
+        show(rows_as(describe_experiments(), output_format(None), prose=("description",)))
         return
     if "depths" in options:
         options["depths"] = parse_depths(options["depths"])
@@ -652,7 +822,8 @@ def build_experiment_command() -> None:
     """Register ``experiment``: its own options, then every other TrainConfig field as in train."""
     own = [
         ("name", Annotated[Optional[str], typer.Argument(
-            show_default=False, metavar="NAME", help="permuted-pixels, depth, one-by-one or attention.")], None),
+            show_default=False, metavar="NAME", help="permuted-pixels, depth, one-by-one or attention.",
+            autocompletion=complete_experiment)], None),
         ("list", Annotated[bool, typer.Option("--list", help="Describe each experiment.")], False),
         ("epochs", Annotated[int, typer.Option("--epochs", "-e", min=1, help="Epochs of every run.")], 5),
         ("seeds", Annotated[int, typer.Option(min=1, max=100, help="Repeat each run with N seeds; report "
@@ -662,6 +833,7 @@ def build_experiment_command() -> None:
             help="depth: the depths (20, 32, 44, 56, 110; default 20,56).")], None),
         ("resume", Annotated[Optional[Path], typer.Option(
             show_default=False, metavar="DIR", help="Continue the interrupted experiment in DIR.")], None),
+        ("config", ConfigOption, None),
     ]
     parameters = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),

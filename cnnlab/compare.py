@@ -28,17 +28,20 @@ from typing import Iterable
 
 from cnnlab.config import DEFAULT_RUNS_DIR
 from cnnlab.errors import CnnlabError, NotARun, UsageError
-from cnnlab.runs import LoadedRun, ProblemHandler, RunRecord, list_runs, load_runs, warn_problem
+from cnnlab.runs import CONFIG_FILE, LoadedRun, ProblemHandler, RunRecord, list_runs, load_runs, warn_problem
 
 # -- choosing and reading runs ------------------------------------------------------------
-def select_runs(runs: Iterable | None = None, runs_dir=None, pattern: str = "*") -> list[Path]:
+def select_runs(runs: Iterable | None = None, runs_dir=None, pattern: str = "*",
+                on_problem: ProblemHandler | None = None) -> list[Path]:
     """The run directories to compare: the given ones, plus every run under ``runs_dir``
-    (``runs/`` when no run is given), keeping names that match ``pattern``."""
+    (``runs/`` when no run is given), keeping names that match ``pattern``. The runs of an
+    experiment, one folder further down, are left out and counted through ``on_problem``."""
     paths = [Path(getattr(r, "path", r)) for r in (runs or [])]
     if runs_dir is not None or not paths:
         runs_dir = Path(runs_dir if runs_dir is not None else DEFAULT_RUNS_DIR)
         if not runs_dir.is_dir():
             raise NotARun(f"runs directory {str(runs_dir)!r} does not exist")
+        report_nested_runs(runs_dir, pattern, on_problem or warn_problem)
         listed = [run.path for run in list_runs(runs_dir, pattern)]
         if not listed:
             what = f"matching {pattern!r} " if pattern != "*" else ""
@@ -48,6 +51,19 @@ def select_runs(runs: Iterable | None = None, runs_dir=None, pattern: str = "*")
     if not selected:
         raise NotARun(f"none of the {len(paths)} given runs matches {pattern!r}")
     return selected
+
+
+def report_nested_runs(runs_dir: Path, pattern: str, on_problem: ProblemHandler) -> None:
+    """One line counting the runs inside folders under ``runs_dir`` that are not runs
+    themselves (an experiment's), which a comparison of ``runs_dir`` leaves out."""
+    folders = {folder: len(list_runs(folder, pattern)) for folder in sorted(runs_dir.iterdir())
+               if folder.is_dir() and not (folder / CONFIG_FILE).is_file()}
+    nested = {folder: count for folder, count in folders.items() if count}
+    if nested:
+        total, first = sum(nested.values()), next(iter(nested))
+        on_problem(f"left out {total} run{'s' if total != 1 else ''} inside {len(nested)} experiment "
+                   f"folder{'s' if len(nested) != 1 else ''} under {runs_dir} ({', '.join(f.name for f in nested)}); "
+                   f"compare one with --runs-dir {first}")
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -185,7 +201,7 @@ def compare_runs(runs: Iterable | None = None, *, runs_dir=None, pattern: str = 
     Runs that cannot be read are reported through ``on_problem`` (default: a RunProblem
     warning) and left out; NotARun is raised when none is left.
     """
-    loaded = load_runs(select_runs(runs, runs_dir, pattern), on_problem)
+    loaded = load_runs(select_runs(runs, runs_dir, pattern, on_problem), on_problem)
     frame = table_from_rows([measure(run, on_problem) for run in loaded])
     return sort_table(frame, sort, reverse) if sort else frame
 
@@ -260,11 +276,18 @@ def to_markdown(frame) -> str:
     return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
 
 
+# what a narrow terminal leaves out first; the run's name and its best accuracy stay
+NARROW_DROP_ORDER = ("device", "data", "train_tflops", "utilisation", "images_per_second", "mean_epoch_seconds",
+                     "final_train_loss", "best_epoch", "macs", "params", "final_val_loss", "final_val_acc", "epochs", "model")
+
+
 def to_rich_table(frame):
-    """A rich Table; data and device move into the title when every run shares them, and
-    the run with the best validation accuracy is highlighted."""
+    """A table that fits the screen (see cnnlab.render.FittedTable); data and device move into
+    the title when every run shares them, and the run with the best validation accuracy is
+    highlighted."""
     from rich import box
-    from rich.table import Table
+
+    from cnnlab.render import FittedTable
 
     shared = {name for name in ("data", "device") if frame[name].nunique(dropna=False) == 1}
     kept = [i for i, (name, _) in enumerate(DISPLAY_COLUMNS) if name not in shared]
@@ -273,18 +296,15 @@ def to_rich_table(frame):
     if shared:
         title += " on " + ", ".join(cell for (name, _), cell in zip(DISPLAY_COLUMNS, rows[0])
                                     if name in shared)
-    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
-    for i in kept:
-        name, heading = DISPLAY_COLUMNS[i]
-        # one word per heading line keeps each column as narrow as its numbers
-        table.add_column(heading.replace(" ", "\n"),
-                         justify="left" if name in TEXT_COLUMNS else "right", overflow="fold",
-                         no_wrap=name == "name")
+    # one word per heading line keeps each column as narrow as its numbers
+    headings = {name: heading.replace(" ", "\n") for name, heading in DISPLAY_COLUMNS}
+    columns = [dict(header=headings[DISPLAY_COLUMNS[i][0]],
+                    justify="left" if DISPLAY_COLUMNS[i][0] in TEXT_COLUMNS else "right") for i in kept]
     best = frame["best_val_acc"].idxmax() if frame["best_val_acc"].notna().any() else None
-    for position, cells in enumerate(rows):
-        table.add_row(*(cells[i] for i in kept),
-                      style="bold green" if len(frame) > 1 and position == best else None)
-    return table
+    styles = ["bold green" if len(frame) > 1 and position == best else None for position in range(len(rows))]
+    return FittedTable(columns, [[cells[i] for i in kept] for cells in rows],
+                       drop_order=[headings[name] for name in NARROW_DROP_ORDER], row_styles=styles,
+                       title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
 
 
 def render(frame, fmt: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from cnnlab.errors import UsageError
 
-DATA, OPTIMISATION, DEVICE, STORE = "Data", "Optimisation", "Device and speed", "Run store"
+MODEL, DATA, OPTIMISATION, DEVICE, STORE = "Model", "Data", "Optimisation", "Device and speed", "Run store"
 DEFAULT_RUNS_DIR = "runs"
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one path component, never "..", never hidden
 
@@ -129,10 +129,10 @@ class TrainConfig:
     ``dataclasses.replace``), never by changing one in place."""
 
     # -- what to train, on what
-    model: str = option("lenet", "Model name (see 'cnnlab models') or torchvision:<name>.", panel=DATA)
+    model: str = option("lenet", "Model name (see 'cnnlab models') or torchvision:<name>.", panel=MODEL)
     model_args: list[str] | None = option(None, "A model option KEY=VALUE, e.g. width=0.25 or aux_logits=true "
-                                          "(repeat for several; 'cnnlab models NAME --format json' lists them).",
-                                          panel=DATA, flag="--model-arg", multiple=True)
+                                          "(repeat for several; 'cnnlab models NAME' lists them).",
+                                          panel=MODEL, flag="--model-arg", multiple=True)
     recipe: RecipeName | None = option(None, "Training recipe: its optimiser, schedule, batch, epochs ... (default: "
                                        "the model's; see 'cnnlab models --recipes'). Explicit options override it.",
                                        panel=OPTIMISATION)
@@ -198,6 +198,9 @@ class TrainConfig:
     name: str | None = option(None, "Run name (default: <model>-<data>-<timestamp>); never overwritten.",
                               panel=STORE)
     runs_dir: str = option(DEFAULT_RUNS_DIR, "Where runs are stored.", panel=STORE)
+    log: Literal["tensorboard"] | None = option(None, "Also log to TensorBoard event files in the run's "
+                                                "tensorboard/ folder (needs the cnnlab[tensorboard] extra).",
+                                                panel=STORE)
 
     # -- reading and checking ----------------------------------------------------------------
     @classmethod
@@ -214,8 +217,8 @@ class TrainConfig:
         saved = {f.name: saved.get(f.name) for f in fields(cls)}
         hints = get_type_hints(cls)
         for f in fields(cls):
-            if not _has_type(saved[f.name], hints[f.name]):
-                raise UsageError(f"{source}: {f.name} is {saved[f.name]!r}, not {_type_name(hints[f.name])}")
+            if not has_type(saved[f.name], hints[f.name]):
+                raise UsageError(f"{source}: {f.name} is {saved[f.name]!r}, not {type_name(hints[f.name])}")
         config = cls(**{f.name: saved[f.name] for f in fields(cls)})
         config.validate()
         return config
@@ -231,8 +234,8 @@ class TrainConfig:
             allowed = choices(hints[f.name])
             if allowed and value is not None and value not in allowed:
                 raise UsageError(f"{flag_name(f.name)} must be one of {', '.join(allowed)}, not {value!r}")
-            if not _has_type(value, hints[f.name]):
-                raise UsageError(f"{flag_name(f.name)} must be {_type_name(hints[f.name])}, not {value!r}")
+            if not has_type(value, hints[f.name]):
+                raise UsageError(f"{flag_name(f.name)} must be {type_name(hints[f.name])}, not {value!r}")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 check_bounds(flag_name(f.name), value, meta["low"], meta["high"], meta["open_low"])
         if self.name is not None and not RUN_NAME.fullmatch(self.name):
@@ -309,7 +312,7 @@ def _alternatives(hint) -> tuple:
     return get_args(hint) if get_origin(hint) is not Literal and get_args(hint) else (hint,)
 
 
-def _has_type(value: Any, hint) -> bool:
+def has_type(value: Any, hint) -> bool:
     """Whether a JSON value fits a field's annotation (int, float, bool, str, a Literal of names,
     list[str], or X | None)."""
     allowed = _alternatives(hint)
@@ -327,7 +330,7 @@ def _has_type(value: Any, hint) -> bool:
     return any(isinstance(value, t) for t in allowed if t is not type(None) and t is not int)
 
 
-def _type_name(hint) -> str:
+def type_name(hint) -> str:
     if choices(hint):
         names = ["one of " + ", ".join(choices(hint))]
     else:

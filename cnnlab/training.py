@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnlab
-from cnnlab import distributed, threads
+from cnnlab import distributed, event_log, threads
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchTransform, batches, default_data_dir, load_dataset, permute_pixels
 from cnnlab.devices import Placement, peak_flops
@@ -94,7 +94,7 @@ def _train(config: TrainConfig, progress: str, run: Run | None = None, changes: 
 def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, changes: dict | None,
                   model_source: str | None) -> Run:
     # 2) the run to continue: locked, checked and repaired from its last.pt before any slow work
-    last, record, model_name = None, None, config.model
+    last, record, model_name, planned_before = None, None, config.model, None
     if run is not None:
         if world.is_main:
             run.open_for_writing()  # a second writer is refused
@@ -104,6 +104,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             last = run.checkpoint("last", map_location="cpu")
         record = run.read_record()
         config = record.options.resumed(last.epoch if last else 0, **changes)
+        planned_before = record.options.epochs
         model_name = recorded_model(rebuild_reference(config.model, record.model_source, run.path, model_source),
                                     last and last.model)
 
@@ -126,9 +127,12 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     if "epochs" in from_recipe and epochs * steps_per_epoch < recipe.get("min_steps", 0):  # see Recipe
         epochs = from_recipe["epochs"] = math.ceil(recipe["min_steps"] / steps_per_epoch)
         from_recipe["min_steps"] = recipe["min_steps"]
+    warmup_epochs, warmup_note = shortened_warmup(config.warmup_epochs, epochs, config.schedule, from_recipe)
+    if config.log == "tensorboard":
+        event_log.require_tensorboard()
     # the options as the run trains with them, every "auto" and "decided by the data" settled, once
     config = replace(config, device=str(world.device), amp=placement.amp, channels_last=placement.channels_last,
-                     data_dir=data_dir, resize=resize, epochs=epochs,
+                     data_dir=data_dir, resize=resize, epochs=epochs, warmup_epochs=warmup_epochs,
                      flip=dataset.flip_safe if config.flip is None else config.flip)
     input_size = (dataset.channels, config.resize, config.resize)
     torch.manual_seed(config.seed)
@@ -190,14 +194,23 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
     reporter = make_reporter(progress if world.is_main else "none")
     reporter.start(describe_start(config, dataset, summary.totals.params, input_size, world, run, len(history)))
+    if history and planned_before is not None and planned_before != config.epochs:
+        reporter.start(describe_replanning(config, planned_before, len(history), steps_per_epoch))
     if not history and world.is_main:
         reporter.start(describe_recipe(config, from_recipe))
+        if warmup_note:
+            reporter.start(warmup_note)
         seconds = epoch_seconds(cost.per_image.train_flops, len(dataset.train_labels), placement)
         reporter.start(describe_cost(cost, free, seconds, placement))
         slow = slow_epoch_note(seconds, len(dataset.train_labels), placement, input_size, spec,
                                fits=lambda side: fits(model, (input_size[0], side, side)))
         if slow:
             reporter.start(slow)
+    log = None
+    if config.log == "tensorboard" and world.is_main:
+        log = event_log.EventLog(run.path, len(history) * steps_per_epoch, steps_per_epoch)
+        if not history:
+            log.options(config.to_dict())
     stop = StopSignals()
     threads.forget()  # the first epoch looks at the load afresh: what ran since an earlier training is not it
     try:
@@ -226,6 +239,9 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                         record_epoch(run, row, checkpoint, improved, len(history))
                     history.append(row)
                     reporter.epoch_end(row, config.epochs)
+                if log is not None:
+                    log.epoch(row, [get_lr(config, step, steps_per_epoch)
+                                    for step in range((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch)])
     except Interrupted as interrupted:
         raise TrainingInterrupted(
             f"{interrupted.name}; {len(history)} finished epoch(s) are kept in {run.path} "
@@ -237,6 +253,8 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                          f"are kept in {run.path} (continue with --resume {run.path})") from None
     finally:
         reporter.close()
+        if log is not None:
+            log.close()
         run.release()
     reporter.finish(run, best_val_acc, best_epoch)
     return run
@@ -540,6 +558,35 @@ def git_commit() -> str | None:
     if result.returncode != 0:
         return None
     return result.stdout.strip() or None
+
+
+WARMUP_DIVISOR = 5  # a recipe's warm-up takes at most a fifth of the run
+
+
+def shortened_warmup(warmup_epochs: float, epochs: int, schedule: str,
+                     from_recipe: dict) -> tuple[float, str | None]:
+    """A recipe's warm-up longer than a fifth of the run (WARMUP_DIVISOR), cut to that (a 2-epoch
+    warm-up in a 2-epoch run would train wholly at a rising rate), and the note saying so (or None).
+    A warm-up given explicitly is kept as given."""
+    longest = epochs / WARMUP_DIVISOR
+    if "warmup_epochs" not in from_recipe or schedule == "onecycle" or warmup_epochs <= longest:
+        return warmup_epochs, None
+    from_recipe["warmup_epochs"] = longest
+    return longest, (f"warm-up shortened from the recipe's {warmup_epochs:g} epoch(s) to {longest:g}, a fifth of "
+                     f"this {epochs}-epoch run (--warmup-epochs sets it)")
+
+
+def describe_replanning(config: TrainConfig, planned_before: int, finished: int, steps_per_epoch: int) -> str:
+    """The resume line's second line when --epochs changed the run's length: what that does to the
+    learning-rate schedule from the next step on."""
+    if config.schedule in ("constant", "step"):
+        return (f"{finished} of {planned_before} planned epochs done, now {config.epochs}; the {config.schedule} "
+                f"schedule does not depend on the run's length")
+    before = replace(config, epochs=planned_before)
+    next_step = finished * steps_per_epoch
+    return (f"{finished} of {planned_before} planned epochs done, now {config.epochs}: the {config.schedule} "
+            f"schedule is re-planned over {config.epochs} epochs (the next step's learning rate "
+            f"{get_lr(config, next_step, steps_per_epoch):.3g}, not {get_lr(before, next_step, steps_per_epoch):.3g})")
 
 
 def describe_recipe(config: TrainConfig, from_recipe: dict) -> str:

@@ -44,7 +44,7 @@ class Subject:
 
     model: torch.nn.Module
     name: str                                 # the model's name
-    description: str                          # "lenet_relu trained on digits (best.pt)", ...
+    description: str                          # "lenet trained on digits (run, last.pt, epoch 6)", ...
     input_size: tuple[int, int, int]
     transform: object                         # uint8 N x C x H x W -> the model's input
     classes: list[str] | None = None
@@ -70,7 +70,7 @@ class Picture:
 # ------------------------------------------------------------------------------ subjects
 
 
-def load_subject(target, *, checkpoint: str = "best", weights: str | None = None,
+def load_subject(target, *, checkpoint: str = "last", weights: str | None = None,
                  input_size=None, model_source: str | None = None) -> Subject:
     """A run directory (trained weights) or a model name or reference (random or ImageNet weights)."""
     from cnnlab.data import BatchTransform
@@ -87,10 +87,10 @@ def load_subject(target, *, checkpoint: str = "best", weights: str | None = None
         trained = load_trained(path, checkpoint, device="cpu", model_source=model_source)
         record, dataset = trained.record, trained.test_split()
         return Subject(trained.model, record.model, f"{record.model} trained on {record.data} "
-                       f"({path.name}, {checkpoint}.pt)", tuple(record.input_size), trained.transform,
+                       f"({path.name}, {checkpoint}.pt, epoch {trained.epoch})", tuple(record.input_size), trained.transform,
                        dataset.classes, dataset.test_images, dataset.test_labels, path)
     spec = model_spec(str(target))  # UnknownModel for a name that is neither
-    size = _input_size(spec.input_size, input_size)
+    size = full_input_size(spec.input_size, input_size)
     if weights is None:
         with torch.random.fork_rng():  # the same random weights, hence the same pictures, every time
             torch.manual_seed(WEIGHTS_SEED)
@@ -111,7 +111,8 @@ def load_subject(target, *, checkpoint: str = "best", weights: str | None = None
     return Subject(model.eval(), spec.name, description, size, BatchTransform(size[1:], mean, std), classes)
 
 
-def _input_size(natural, requested) -> tuple[int, int, int]:
+def full_input_size(natural, requested) -> tuple[int, int, int]:
+    """A requested size (one side, HxW or CxHxW; None: the natural one) completed from the natural one."""
     if requested is None:
         return tuple(natural)
     size = (requested,) if isinstance(requested, int) else tuple(requested)

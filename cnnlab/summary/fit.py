@@ -143,11 +143,25 @@ def _peak_start(device: torch.device) -> int:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         return torch.cuda.memory_allocated(device)
+    _return_free_memory()
     try:  # writing 5 to clear_refs resets the resident high-water mark (Linux)
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
     return _status_bytes("VmRSS")
+
+
+def _return_free_memory() -> None:
+    """Hands the memory the C allocator keeps from freed tensors back to the system (glibc's
+    malloc_trim), so that the step's growth in resident size is its own: otherwise a step that
+    reuses memory an earlier one freed measures as nothing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the growth may be understated
+        pass
 
 
 def _peak_since(device: torch.device, before: int) -> int:

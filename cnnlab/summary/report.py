@@ -51,21 +51,29 @@ def to_json(summary, depth: int | None = None) -> str:
     return json.dumps(document, indent=2)
 
 
+# the columns a narrow terminal leaves out first: the receptive field's jump and start, then the type
+NARROW_DROP_ORDER = ("Start", "Jump", "Type", "RF", "MACs", "Output")
+
+
 def render_table(summary, depth: int | None = None, explain: bool = False):
-    """A rich renderable: the layer table, the totals, any warnings and, with ``explain``, the
+    """A rich renderable: the layer table (at a narrow width without the columns in
+    NARROW_DROP_ORDER, named under it), the totals, any warnings and, with ``explain``, the
     arithmetic of every layer that has some."""
-    title = f"{summary.model} · input {_shape(summary.input_size)}"
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for header, justify in (("Layer", "left"), ("Type", "left"), ("Output", "right"),
-                            ("Params", "right"), ("MACs", "right"), ("RF", "right"),
-                            ("Jump", "right"), ("Start", "right")):
-        table.add_column(header, justify=justify, no_wrap=header != "Layer")
+    from cnnlab.render import FittedTable
+
+    columns = [dict(header=header, justify=justify) for header, justify in (
+        ("Layer", "left"), ("Type", "left"), ("Output", "right"), ("Params", "right"), ("MACs", "right"),
+        ("RF", "right"), ("Jump", "right"), ("Start", "right"))]
+    rows, styles = [], []
     for row in summary.rows(depth, headers=True):
         heading = row.is_container and (depth is None or row.depth < depth)
         size, jump, start = _field_cells(row)
-        cells = [Text("  " * (row.depth - 1) + row.name), row.type, _shape(row.output_shape),
-                 f"{row.params:,}", f"{row.macs:,}", size, jump, start]
-        table.add_row(*cells, style="dim" if heading else None)
+        rows.append([Text("  " * (row.depth - 1) + row.name), row.type, _shape(row.output_shape),
+                     f"{row.params:,}", f"{row.macs:,}", size, jump, start])
+        styles.append("dim" if heading else None)
+    table = FittedTable(columns, rows, drop_order=NARROW_DROP_ORDER, row_styles=styles,
+                        title=f"{summary.model} · input {_shape(summary.input_size)}", title_justify="left",
+                        show_edge=False, pad_edge=False)
     parts = [table, Text(""), Text(_totals_text(summary))]
     parts += [Text(f"warning: {warning}", style="yellow") for warning in summary.warnings]
     if explain:
@@ -73,8 +81,22 @@ def render_table(summary, depth: int | None = None, explain: bool = False):
         for row in summary.layers:
             if row.explain.lines() and not row.is_container:
                 parts.append(Text(f"{row.name} ({row.type})", style="bold"))
-                parts += [Text(f"  {line}") for line in row.explain.lines()]
+                parts.append(_arithmetic_grid(row.explain.lines()))
     return Group(*parts)
+
+
+def _arithmetic_grid(lines: list[str]):
+    """Labelled lines ("field: size ...") as a grid whose formulas wrap under themselves, not
+    under the label, when the screen is narrow."""
+    from rich.padding import Padding
+
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for line in lines:
+        label, _, formula = line.partition(": ")
+        grid.add_row(f"{label}:", formula)
+    return Padding(grid, (0, 0, 0, 2))
 
 
 def to_text(summary, depth: int | None = None, explain: bool = False, width: int = 160) -> str:
@@ -168,15 +190,19 @@ def cost_to_json(cost, depth: int | None = None) -> str:
 def render_cost_table(cost, depth: int | None = None):
     """The training cost: FLOPs of one image and bytes kept for backward at the batch size, per
     layer; the totals; the memory of one step; the convention."""
+    from cnnlab.render import FittedTable
+
     title = f"{cost.model} · {_shape(cost.input_size)} · batch {cost.batch_size} · {_optimizer_text(cost)} · amp {cost.amp}"
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for header, justify in (("Layer", "left"), ("Type", "left"), ("Fwd FLOPs", "right"),
-                            ("Bwd FLOPs", "right"), ("Kept for bwd", "right")):
-        table.add_column(header, justify=justify, no_wrap=header != "Layer")
+    columns = [dict(header=header, justify=justify) for header, justify in (
+        ("Layer", "left"), ("Type", "left"), ("Fwd FLOPs", "right"), ("Bwd FLOPs", "right"), ("Kept for bwd", "right"))]
+    rows, styles = [], []
     for row in cost.rows(depth, headers=True):
         heading = row.is_container and (depth is None or row.depth < depth)
-        table.add_row(Text("  " * (row.depth - 1) + row.name), row.type, flop_text(row.forward_flops),
-                      flop_text(row.backward_flops), byte_text(row.saved_bytes), style="dim" if heading else None)
+        rows.append([Text("  " * (row.depth - 1) + row.name), row.type, flop_text(row.forward_flops),
+                     flop_text(row.backward_flops), byte_text(row.saved_bytes)])
+        styles.append("dim" if heading else None)
+    table = FittedTable(columns, rows, drop_order=("Type",), row_styles=styles, title=title, title_justify="left",
+                        show_edge=False, pad_edge=False)
     m, one, batch = cost.memory, cost.per_image, cost.per_batch
     lines = [
         f"FLOPs per image: fwd {flop_text(one.forward_flops)} + bwd {flop_text(one.backward_flops)} "

@@ -43,7 +43,6 @@ def compare_with_torchinfo(pattern: str, repeats: int) -> None:
         model = cnnlab.create_model(name)
         forward_only = best_time(lambda: torchinfo.summary(model, input_size=(1, *input_size), verbose=0),
                                  repeats)
-        del model
         ratios.append(theirs / ours)
         print(f"{name:<18}{'x'.join(map(str, input_size)):>12}{ours:>10.3f}{theirs:>13.3f}"
               f"{forward_only:>12.3f}{theirs / ours:>7.1f}x{forward_only / ours:>11.1f}x")

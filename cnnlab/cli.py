@@ -209,10 +209,9 @@ def summary(
     and backward, the memory it keeps); --fit finds the largest batch that fits.
 
     Examples:
-    cnnlab summary vgg16
-    cnnlab summary resnet18 --depth 1 --input 32
+    cnnlab summary vgg16 --depth 1
     cnnlab summary lenet --explain --format csv --out lenet.csv
-    cnnlab summary resnet18 --training --batch-size 128 --optimizer adamw
+    cnnlab summary resnet18 --input 32 --training --batch-size 128 --optimizer adamw
     """
     from cnnlab.render import output_format, show
 

@@ -184,9 +184,11 @@ class TrainConfig:
     # -- device and speed
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.", panel=DEVICE, resumable=True)
     amp: Literal["auto", "off", "bf16", "fp16"] = option(
-        "auto", "Mixed precision (fp16 needs a GPU); auto: bf16 on GPUs since Ampere and CPUs with AVX512-BF16 or "
-        "AMX, else off.", panel=DEVICE)
-    channels_last: bool | None = option(None, "Channels-last memory format (default: on for CPU and CUDA).",
+        "auto", "Mixed precision (fp16 needs a GPU); auto: bf16 or off, whichever trains this model faster in a "
+        "few timed steps, where the hardware has bf16 (GPUs since Ampere, CPUs with AVX512-BF16 or AMX); else off.",
+        panel=DEVICE)
+    channels_last: bool | None = option(None, "Channels-last memory format (default: on CPU and CUDA, whichever of "
+                                        "the two formats a few timed steps find faster).",
                                         panel=DEVICE, flag="--channels-last/--no-channels-last")
     compile: bool = option(False, "torch.compile the model.", panel=DEVICE, flag="--compile")
     fit_check: bool | None = option(None, "Before training, stop when the estimated peak memory of a step does not "

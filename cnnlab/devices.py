@@ -142,8 +142,6 @@ def peak_flops(placement: Placement, data_dir) -> dict:
     """The device's peak FLOP/s in the precision ``placement`` uses: the published dense figure
     of a known GPU, else a large matrix product measured once per machine and cached in
     ``data_dir``. A record for config.json: flops_per_second, precision, device, source."""
-    import json
-    import os
     from pathlib import Path
 
     name = device_name(placement.device)
@@ -153,23 +151,37 @@ def peak_flops(placement: Placement, data_dir) -> dict:
                 return dict(flops_per_second=peaks[placement.amp], precision=placement.amp, device=name,
                             source=f"published dense peak of the {known}")
     cache = Path(data_dir) / PEAK_CACHE_FILE
-    key = f"{name} | {placement.amp}"
+    flops = cached_figure(cache, f"{name} | {placement.amp}", lambda: measured_matmul_flops(placement),
+                          valid=lambda v: isinstance(v, (int, float)) and v > 0)
+    return dict(flops_per_second=float(flops), precision=placement.amp, device=name,
+                source=f"{PEAK_MATMUL_SIDE}x{PEAK_MATMUL_SIDE} matrix product measured once, cached in {cache}")
+
+
+def cached_figure(cache, key: str, measure, valid):
+    """``cache``'s figure under ``key`` (a JSON object file) where ``valid`` accepts it, else
+    ``measure()``, stored there for next time. A cache that cannot be read or written only
+    means measuring again."""
+    import json
+    import os
+    from pathlib import Path
+
+    cache = Path(cache)
     try:
         cached = json.loads(cache.read_text(encoding="utf-8"))
         cached = cached if isinstance(cached, dict) else {}
     except (OSError, ValueError):
         cached = {}
-    if not isinstance(cached.get(key), (int, float)) or not cached[key] > 0:
-        cached[key] = measured_matmul_flops(placement)
-        try:  # written whole, then renamed: processes measuring at once never read half a file
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-            partial.write_text(json.dumps(cached, indent=2), encoding="utf-8")
-            os.replace(partial, cache)
-        except OSError:
-            pass  # measured again next time
-    return dict(flops_per_second=float(cached[key]), precision=placement.amp, device=name,
-                source=f"{PEAK_MATMUL_SIDE}x{PEAK_MATMUL_SIDE} matrix product measured once, cached in {cache}")
+    if valid(cached.get(key)):
+        return cached[key]
+    cached[key] = measure()
+    try:  # written whole, then renamed: processes measuring at once never read half a file
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(cached, indent=2), encoding="utf-8")
+        os.replace(partial, cache)
+    except OSError:
+        pass
+    return cached[key]
 
 
 def measured_matmul_flops(placement: Placement, side: int = PEAK_MATMUL_SIDE, tries: int = 3) -> float:

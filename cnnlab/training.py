@@ -24,6 +24,7 @@ stay on the device and are read once per progress refresh: no ``.item()`` per st
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import signal
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnlab
-from cnnlab import distributed, event_log, threads
+from cnnlab import distributed, event_log, speed, threads
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchTransform, batches, default_data_dir, load_dataset, permute_pixels
 from cnnlab.devices import Placement, peak_flops
@@ -116,7 +117,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                    if name != "min_steps" and getattr(given, name) is None}
     model_kwargs = model_options(model_name, config.model_args or [])
     world.local_batch(config.batch_size)  # --batch-size is global: it must split evenly
-    placement = Placement.choose(world.device, config.amp, config.channels_last)
+    speed.candidates(world.device, config.amp, config.channels_last)  # an --amp the device lacks fails here
     data_dir = str(Path(config.data_dir or default_data_dir()).expanduser())
     resize = config.resize or spec.input_size[1]
     dataset = load_dataset(config.data, data_dir, image_size=resize, device=world.device)
@@ -130,17 +131,20 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     warmup_epochs, warmup_note = shortened_warmup(config.warmup_epochs, epochs, config.schedule, from_recipe)
     if config.log == "tensorboard":
         event_log.require_tensorboard()
-    # the options as the run trains with them, every "auto" and "decided by the data" settled, once
-    config = replace(config, device=str(world.device), amp=placement.amp, channels_last=placement.channels_last,
-                     data_dir=data_dir, resize=resize, epochs=epochs, warmup_epochs=warmup_epochs,
-                     flip=dataset.flip_safe if config.flip is None else config.flip)
-    input_size = (dataset.channels, config.resize, config.resize)
+    input_size = (dataset.channels, resize, resize)
     torch.manual_seed(config.seed)
     model = create_model(model_name, in_channels=dataset.channels, num_classes=dataset.num_classes,
                          **model_kwargs)
     if config.init != "default":
         INITS[config.init](model)
     summary = summarize(model, input_size=input_size)  # an input the model cannot take fails here
+    mean, std = dataset.channel_stats() if config.normalize else ([0.0] * dataset.channels, [1.0] * dataset.channels)
+    placement, speed_trial = (choose_placement(config, world, model, dataset, input_size, mean, std, data_dir)
+                              if run is None else (Placement.choose(world.device, config.amp, config.channels_last), None))
+    # the options as the run trains with them, every "auto" and "decided by the data" settled, once
+    config = replace(config, device=str(world.device), amp=placement.amp, channels_last=placement.channels_last,
+                     data_dir=data_dir, resize=resize, epochs=epochs, warmup_epochs=warmup_epochs,
+                     flip=dataset.flip_safe if config.flip is None else config.flip)
     def step_cost(side: int, batch: int):
         return training_cost(model, input_size=(input_size[0], side, side), batch_size=batch,
                              optimizer=config.optimizer, momentum=config.momentum if config.optimizer == "sgd" else 0.0,
@@ -156,7 +160,6 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     model = placement.place(model)
     forward = world.wrap(model, config.sync_bn)  # under torchrun: DDP
     forward = torch.compile(forward) if config.compile else forward  # checkpoints save `model`
-    mean, std = dataset.channel_stats() if config.normalize else ([0.0] * dataset.channels, [1.0] * dataset.channels)
     transform = BatchTransform(input_size[1:], mean, std, crop_padding=config.crop_padding, flip=config.flip,
                                device=placement.device, memory_format=placement.memory_format)
     optimizer = make_optimizer(config, model)
@@ -172,7 +175,8 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             if world.is_main:
                 config = replace(config, name=run.name)
                 record = describe_run(config, dataset, input_size, world, mean, std, summary.totals, from_recipe)
-                record = replace(record, model_source=source_record(config.model, run.path), device_peak=device_peak)
+                record = replace(record, model_source=source_record(config.model, run.path), device_peak=device_peak,
+                                 speed_trial=speed_trial and speed_trial.record())
                 atomic_write_text(run.path / "summary.csv", to_csv(summary))
                 run.write_record(record)
         except BaseException:
@@ -200,6 +204,8 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
         reporter.start(describe_recipe(config, from_recipe))
         if warmup_note:
             reporter.start(warmup_note)
+        if speed_trial:
+            reporter.start(speed_trial.describe())
         seconds = epoch_seconds(cost.per_image.train_flops, len(dataset.train_labels), placement)
         reporter.start(describe_cost(cost, free, seconds, placement))
         slow = slow_epoch_note(seconds, len(dataset.train_labels), placement, input_size, spec,
@@ -351,13 +357,7 @@ def run_epoch(model, optimizer, scaler, placement, dataset, transform, config, e
         lr = get_lr(config, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with placement.autocast():
-            outputs = model(x)
-            logits = outputs.logits if isinstance(outputs, AuxOutputs) else outputs
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            if isinstance(outputs, AuxOutputs):  # GoogLeNet's side heads add their losses, weighted 0.3 as in the paper
-                loss = loss + AUX_LOSS_WEIGHT * sum(F.cross_entropy(a, y, label_smoothing=config.label_smoothing)
-                                                    for a in outputs.aux)
+        loss, logits = training_loss(model, x, y, placement, config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.clip_grad is not None:
@@ -377,6 +377,57 @@ def run_epoch(model, optimizer, scaler, placement, dataset, transform, config, e
     if not math.isfinite(loss_sum):
         raise diverged(epoch, config)
     return loss_sum / count, correct / count, first_lr, count / seconds
+
+
+def training_loss(model, x, y, placement: Placement, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss a training step minimises, and the logits."""
+    with placement.autocast():
+        outputs = model(x)
+        logits = outputs.logits if isinstance(outputs, AuxOutputs) else outputs
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        if isinstance(outputs, AuxOutputs):  # GoogLeNet's side heads add their losses, weighted 0.3 as in the paper
+            loss = loss + AUX_LOSS_WEIGHT * sum(F.cross_entropy(a, y, label_smoothing=label_smoothing)
+                                                for a in outputs.aux)
+    return loss, logits
+
+
+def choose_placement(config: TrainConfig, world, model: nn.Module, dataset, input_size, mean, std,
+                     data_dir: str) -> tuple[Placement, "speed.SpeedTrial | None"]:
+    """The run's precision and memory format: as given, or the fastest candidate by a few timed
+    training steps of copies of the model on the run's first batch (cnnlab.speed; the run's own
+    model, optimiser and random numbers are left untouched). Under torchrun, rank 0's choice."""
+    options = speed.candidates(world.device, config.amp, config.channels_last)
+    batch = world.local_batch(config.batch_size)
+    images, labels = next(batches(dataset.train_images, dataset.train_labels, batch))
+
+    def images_per_second(placement: Placement) -> float:
+        trial_model = placement.place(copy.deepcopy(model))
+        optimizer = make_optimizer(config, trial_model)
+        scaler = torch.amp.GradScaler(placement.device.type, enabled=placement.amp == "fp16")
+        x = BatchTransform(input_size[1:], mean, std, device=placement.device,
+                           memory_format=placement.memory_format)(images)
+
+        def step() -> torch.Tensor:
+            loss, _ = training_loss(trial_model, x, labels, placement, config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            return loss.detach()
+
+        cuda = [placement.device] if placement.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                return speed.timed_steps(step, len(labels))
+        except torch.OutOfMemoryError:  # this candidate does not fit: never chosen
+            return 0.0
+
+    threads.fit_to_load(world.device)  # the thread count the first epoch will have
+    key = (f"{config.model} {' '.join(config.model_args or [])} | {'x'.join(map(str, input_size))} | batch {batch} | "
+           f"{config.optimizer}")
+    chosen = speed.choose(options, images_per_second, data_dir, key) if world.is_main else None
+    index = world.broadcast(options.index(chosen[0]) if world.is_main else None)
+    return options[index], chosen and chosen[1]
 
 
 @torch.no_grad()

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 import cnnlab
 from cnnlab.cli import app
 from cnnlab.config_file import config_from_file, options_toml, read_options
+from cnnlab.runs.metrics import TIMING_COLUMNS
 
-TIME_COLUMNS = ("epoch_seconds", "images_per_second")
 FLAGS = ["lenet", "--epochs", "1", "--batch-size", "64", "--lr", "0.005", "--no-flip", "--model-arg", "width=0.5"]
 TOML = """model = "lenet"
 epochs = 1
@@ -40,7 +40,7 @@ def record(runs_dir, name) -> dict:
 
 def curve(runs_dir, name) -> list[dict]:
     with open(runs_dir / name / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in csv.DictReader(f)]
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(f)]
 
 
 def test_a_toml_file_trains_the_run_its_flags_train(tmp_path):

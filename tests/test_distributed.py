@@ -306,7 +306,7 @@ def test_gpus_hands_each_process_the_same_command(two_gpus, monkeypatch, tmp_pat
     from cnnlab.runs import Run, RunRecord
 
     trained = []
-    monkeypatch.setattr(training, "train", lambda config: trained.append((config, None)))
+    monkeypatch.setattr(training, "train", lambda config, progress: trained.append((config, None)))
     args = ["train", "mlp", "--no-normalize", "--flip", "--optimizer", "sgd", "--nesterov", "--lr", "0.05",
             "-e", "2", "--batch-size", "32", "--sync-bn", "--clip-grad", "1", "--runs-dir", tmp_path, "--name", "n"]
     two_gpus.code = 3

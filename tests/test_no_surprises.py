@@ -71,7 +71,7 @@ def test_eval_and_show_default_to_the_same_checkpoint_and_name_it(short_run):
     run_dir, _ = short_run
     assert invoke("eval", run_dir).stdout.startswith(f"{run_dir / 'last.pt'} (epoch 2)")
     result = invoke("show", "errors", run_dir, "--count", "4", "--out", run_dir.parent / "errors.png")
-    assert f"(short, last.pt, epoch 2)" in result.stderr
+    assert "(short, last.pt, epoch 2)" in result.stderr
 
 
 def test_compare_counts_the_experiment_runs_it_leaves_out(tmp_path):

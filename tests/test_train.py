@@ -144,7 +144,8 @@ def test_resume_refuses_what_does_not_add_up_and_changes_nothing(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_epochs_and_resume_matches_an_uninterrupted_run(tmp_path):
     # a constant schedule, so a 40-epoch run cut short and resumed to 4 epochs equals a 4-epoch run
-    args = ["train", "lenet", "--schedule", "constant", "--crop-padding", "1", "--runs-dir", tmp_path]
+    args = ["train", "lenet", "--schedule", "constant", "--warmup-epochs", "0.5", "--crop-padding", "1",
+            "--runs-dir", tmp_path]  # a warm-up given is kept (a recipe's is cut to a fifth of the run)
     process = start(["-m", "cnnlab", *args, "--epochs", "40", "--name", "cut"])
     cut = Run(tmp_path / "cut")
     deadline = time.monotonic() + 120
@@ -304,10 +305,15 @@ def test_auto_speed_options_use_bf16_only_where_the_hardware_multiplies_in_it(mo
         resolved("cpu", amp="fp16")
 
 
-def test_config_records_the_resolved_speed_options(default_run):
+def test_config_records_the_speed_options_its_trial_chose(default_run):
     config = default_run.read_record().to_json()
-    assert config["amp"] == ("bf16" if native_bf16(torch.device("cpu")) else "off")
-    assert config["channels_last"] is True
+    trial = config["speed_trial"]
+    rates = trial["images_per_second"]
+    assert len(rates) == (4 if native_bf16(torch.device("cpu")) else 2) and min(rates.values()) > 0
+    assert trial["chosen"] == max(rates, key=rates.get)
+    precision, layout = trial["chosen"].split(", ")
+    assert config["amp"] == ("off" if precision == "fp32" else precision)
+    assert config["channels_last"] is (layout == "channels-last")
 
 
 def test_channels_last_and_bf16_keep_the_learning_curve_of_plain_fp32(tmp_path):

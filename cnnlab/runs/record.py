@@ -42,6 +42,8 @@ class RunRecord:
     model_source: dict | None = None
     # the device's peak FLOP/s that metrics.csv's utilisation divides by (cnnlab.devices.peak_flops)
     device_peak: dict | None = None
+    # how --amp auto and channels-last were decided: each candidate's images/s (cnnlab.speed)
+    speed_trial: dict | None = None
 
     def to_json(self) -> dict:
         """The flat layout of config.json: the options, then the rest."""
@@ -132,6 +134,8 @@ _CHECKS = {
     "model_source": lambda v: isinstance(v, dict) and all(isinstance(value, str) for value in v.values()),
     "device_peak": lambda v: isinstance(v, dict) and isinstance(v.get("flops_per_second"), (int, float))
     and v["flops_per_second"] > 0,
+    "speed_trial": lambda v: isinstance(v, dict) and isinstance(v.get("images_per_second"), dict)
+    and v.get("chosen") in v["images_per_second"],
 }
 _EXPECTED = {
     "set_by_recipe": "an object", "input_size": "[channels, height, width]", "num_classes": "a positive integer",
@@ -140,6 +144,7 @@ _EXPECTED = {
     "model_stats": "an object of counts", "world_size": "a positive integer", "versions": "an object",
     "git_commit": "a string", "created": "a string", "extended": "a list of objects",
     "model_source": "an object of strings", "device_peak": "an object with a positive flops_per_second",
+    "speed_trial": "an object whose chosen names one of its images_per_second",
 }
 
 

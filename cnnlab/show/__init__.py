@@ -18,8 +18,10 @@ import io
 import itertools
 import json
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -51,6 +53,7 @@ class Subject:
     test_images: torch.Tensor | None = None   # uint8, for a trained run
     test_labels: torch.Tensor | None = None
     directory: Path = Path(".")               # where figures go by default
+    autocast: Callable = nullcontext          # the run's precision, for predictions eval would make
     _taps: LayerTaps | None = field(default=None, repr=False)
 
     @property
@@ -88,7 +91,7 @@ def load_subject(target, *, checkpoint: str = "last", weights: str | None = None
         record, dataset = trained.record, trained.test_split()
         return Subject(trained.model, record.model, f"{record.model} trained on {record.data} "
                        f"({path.name}, {checkpoint}.pt, epoch {trained.epoch})", tuple(record.input_size), trained.transform,
-                       dataset.classes, dataset.test_images, dataset.test_labels, path)
+                       dataset.classes, dataset.test_images, dataset.test_labels, path, trained.placement.autocast)
     spec = model_spec(str(target))  # UnknownModel for a name that is neither
     size = full_input_size(spec.input_size, input_size)
     if weights is None:
@@ -321,7 +324,8 @@ def errors(subject: Subject, count: int = 32, dpi: int = 150) -> Picture:
     """The test images the run gets wrong (the first ``count``), with true and predicted labels."""
     if subject.test_images is None:
         raise UsageError(f"errors needs a trained run, not a model name ({subject.name})")
-    logits = predict(subject.taps, subject.transform(subject.test_images))
+    with subject.autocast():  # eval's arithmetic: an image near the boundary is wrong in both or neither
+        logits = predict(subject.taps, subject.transform(subject.test_images)).float()
     predicted = logits.argmax(1)
     wrong = (predicted != subject.test_labels).nonzero().flatten().tolist()
     shown = wrong[:count]

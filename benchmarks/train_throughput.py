@@ -65,7 +65,7 @@ from cnnlab.devices import Placement, resolve_device
 from cnnlab.distributed import World
 from cnnlab.models import create_model, model_spec
 from cnnlab.progress import PlainLines
-from cnnlab.training import init_xavier, make_optimizer, run_epoch
+from cnnlab.training import TrainingParts, init_xavier, make_optimizer, run_epoch
 
 FASHION_MNIST_TRAIN_IMAGES = 60_000
 AMP_PEAK_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -133,16 +133,10 @@ def textbook_epoch(net, loader, optimizer, loss_fn, device) -> None:
 
 @dataclass
 class CnnlabSide:
-    """What cnnlab.training.train builds before its loop, for one variant."""
+    """One variant: what cnnlab.training.train builds before its loop, and the epochs it ran."""
 
     name: str
-    forward: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    placement: Placement
-    dataset: object
-    transform: BatchTransform
-    config: TrainConfig
+    parts: TrainingParts
     threads: int | None = None  # None: cnnlab.threads fits them to the free cores; else this many
     epoch: int = 0
 
@@ -166,16 +160,17 @@ def cnnlab_side(variant: str, args, base_model, dataset, device) -> CnnlabSide:
     transform = BatchTransform((args.size, args.size), mean, std, device=placement.device,
                                memory_format=placement.memory_format)
     name = f"{variant} ({placement.amp}{', channels-last' if placement.channels_last else ''})"
-    return CnnlabSide(name, torch.compile(model) if config.compile else model, make_optimizer(config, model),
-                      torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),
-                      placement, dataset, transform, config,
-                      threads=args.torch_threads if args.threads or "torch-threads" in words else None)
+    parts = TrainingParts(forward=torch.compile(model) if config.compile else model,
+                          optimizer=make_optimizer(config, model),
+                          scaler=torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),
+                          placement=placement, dataset=dataset, transform=transform, config=config,
+                          steps_per_epoch=args.steps, world=World(placement.device))
+    return CnnlabSide(name, parts, threads=args.torch_threads if args.threads or "torch-threads" in words else None)
 
 
-def cnnlab_epoch(side: CnnlabSide, steps: int) -> None:
+def cnnlab_epoch(side: CnnlabSide) -> None:
     side.epoch += 1
-    run_epoch(side.forward, side.optimizer, side.scaler, side.placement, side.dataset, side.transform,
-              side.config, side.epoch, steps, PlainLines(quiet=True), World(side.placement.device))
+    run_epoch(side.parts, side.epoch, PlainLines(quiet=True))
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -266,8 +261,8 @@ def describe_machine(device) -> str:
 
 def profile_breakdown(args, side: CnnlabSide, loader, device) -> None:
     """Data handling alone over one epoch, for both; then where one cnnlab epoch spends its time."""
-    steps, images = args.steps, side.dataset.train_images
-    transform_only = timed(lambda: [side.transform(images[i * args.batch_size:(i + 1) * args.batch_size])
+    steps, images = args.steps, side.parts.dataset.train_images
+    transform_only = timed(lambda: [side.parts.transform(images[i * args.batch_size:(i + 1) * args.batch_size])
                                     for i in range(steps)], device)
     loader_only = timed(lambda: [batch[0].to(device) for batch in loader], device)
     print(f"\ndata handling alone over one epoch ({steps} batches): cnnlab BatchTransform "
@@ -276,7 +271,7 @@ def profile_breakdown(args, side: CnnlabSide, loader, device) -> None:
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        cnnlab_epoch(side, steps)
+        cnnlab_epoch(side)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"\ncnnlab ({side.name}), one epoch under torch.profiler, by self time:")
     print(prof.key_averages().table(sort_by=sort, row_limit=args.profile_rows))
@@ -313,7 +308,7 @@ def main() -> None:
                 textbook_epoch(net, loader, optimizer, loss, device), "off", False, args.torch_threads)
     sides = [cnnlab_side(variant, args, base_model, epoch_images.to(device), device) for variant in args.cnnlab]
     for side in sides:
-        pipelines[f"cnnlab {side.name}"] = (lambda side=side: cnnlab_epoch(side, args.steps), side.placement.amp, True,
+        pipelines[f"cnnlab {side.name}"] = (lambda side=side: cnnlab_epoch(side), side.parts.placement.amp, True,
                                             side.threads)
 
     # 3) interleaved timing: every pipeline once per round; round 0 is the warm-up

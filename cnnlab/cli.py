@@ -663,12 +663,13 @@ def parse_names(text: Optional[str]) -> Optional[list[str]]:
 @app.command(cls=ReadableCommand)
 @reports_errors
 def show(
+    ctx: typer.Context,
     what: Annotated[ShowView, typer.Argument(help="filters, activations, rf (receptive fields), cam (Grad-CAM) "
                                                   "or errors.")],
     target: Annotated[str, typer.Argument(help="A run directory (its trained weights) or a model name or "
                                                "FILE.py:Name (random weights, or --weights imagenet).",
                                           autocompletion=complete_model_or_run)],
-    layer: Annotated[Optional[str], typer.Option(
+    layers: Annotated[Optional[str], typer.Option(
         "--layer", "--layers", "-l", show_default=False, metavar="NAME[,NAME...]",
         help="Layers by their 'cnnlab summary' names, e.g. features.0 or layer1,layer4 (default: filters the "
              "first convolution; activations one per stage; rf and cam the last stage).")] = None,
@@ -707,23 +708,31 @@ def show(
     cnnlab show rf resnet18 --layer layer4
     cnnlab show cam runs/lenet-digits-20250101-120000 --count 4
     """
+    from cnnlab.errors import UsageError
     from cnnlab.plots import DEFAULT_DPI, image_format
-    from cnnlab.show import VIEWS, load_subject, parse_unit, save_picture
+    from cnnlab.show import VIEWS, load_subject, parse_unit, save_picture, view_options
     from cnnlab.summary import parse_input_size
 
+    # a view's options are its function's keyword parameters (the command's of the same name); those
+    # not given keep the view's defaults, and one given to a view that does not take it is refused
+    every_option = dict.fromkeys(name for view_name in VIEWS for name in view_options(view_name))
+    given = {name: ctx.params[name] for name in every_option if is_given(ctx, name)}
+    misplaced = [name for name in given if name not in view_options(what.value)]
+    if misplaced:
+        flag = next(param.opts[0] for param in ctx.command.params if param.name == misplaced[0])
+        takers = [view_name for view_name in VIEWS if misplaced[0] in view_options(view_name)]
+        raise UsageError(f"{what.value} does not take {flag} (it is for {', '.join(takers)})")
     if out is not None:
         image_format(out)  # a bad extension fails before any work
     dpi = dpi or DEFAULT_DPI
     subject = load_subject(target, checkpoint=checkpoint.value, weights=weights,
                            input_size=parse_input_size(input) if input else None,
                            model_source=model_source and model_source.value)
-    layers = parse_names(layer)
-    view = VIEWS[what.value]
-    options = dict(filters=dict(layers=layers), activations=dict(image=image, layers=layers),
-                   rf=dict(layers=layers, unit=parse_unit(unit), samples=samples, share=share),
-                   cam=dict(image=image, count=count, layers=layers), errors=dict(count=count))[what.value]
-    given = {name: value for name, value in options.items() if value is not None}  # else the view's default
-    picture = view(subject, dpi=dpi, **given)
+    if "layers" in given:
+        given["layers"] = parse_names(given["layers"])
+    if "unit" in given:
+        given["unit"] = parse_unit(given["unit"])
+    picture = VIEWS[what.value](subject, dpi=dpi, **given)
     written = save_picture(picture, out or subject.directory / f"{picture.stem}.png", format.value, dpi)
     typer.echo(f"{what.value} of {subject.description}\nwrote {', '.join(map(str, written))}", err=True)
 

@@ -32,7 +32,7 @@ import subprocess
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from torch import nn
 import cnnlab
 from cnnlab import distributed, event_log, speed, threads
 from cnnlab.config import TrainConfig
-from cnnlab.data import BatchTransform, batches, default_data_dir, load_dataset, permute_pixels
+from cnnlab.data import BatchTransform, ImageDataset, batches, default_data_dir, load_dataset, permute_pixels
 from cnnlab.devices import Placement, peak_flops
 from cnnlab.errors import (DoesNotFit, InputSizeMismatch, InputTooSmall, PeerFailed, RunInconsistent, RunWriteFailed,
                            TrainingDiverged, TrainingInterrupted, UsageError)
@@ -196,6 +196,8 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             run.write_record(record)
 
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
+    parts = TrainingParts(forward=forward, optimizer=optimizer, scaler=scaler, placement=placement, dataset=dataset,
+                          transform=transform, config=config, steps_per_epoch=steps_per_epoch, world=world)
     reporter = make_reporter(progress if world.is_main else "none")
     reporter.start(describe_start(config, dataset, summary.totals.params, input_size, world, run, len(history)))
     if history and planned_before is not None and planned_before != config.epochs:
@@ -223,9 +225,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
         with stop.installed():
             for epoch in range(len(history) + 1, config.epochs + 1):
                 epoch_started = time.perf_counter()
-                train_loss, train_acc, lr, images_per_second = run_epoch(
-                    forward, optimizer, scaler, placement, dataset, transform, config, epoch,
-                    steps_per_epoch, reporter, world)
+                train_loss, train_acc, lr, images_per_second = run_epoch(parts, epoch, reporter)
                 val_loss, val_acc = evaluate_split(forward, placement, dataset.test_images,
                                                    dataset.test_labels, transform, config.batch_size, world)
                 if not math.isfinite(val_loss):
@@ -333,9 +333,27 @@ def cosine_between(start: float, end: float, fraction: float) -> float:
 
 # -- one epoch of training, one pass of evaluation --------------------------------------------
 
-def run_epoch(model, optimizer, scaler, placement, dataset, transform, config, epoch,
-              steps_per_epoch, reporter, world) -> tuple[float, float, float, float]:
+@dataclass(frozen=True)
+class TrainingParts:
+    """What every epoch of a run trains with, built once before the loop: only the epoch's
+    number and the progress reporter change from one call of ``run_epoch`` to the next."""
+
+    forward: nn.Module  # the model as called: under torchrun its DDP wrapper, compiled with --compile
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    placement: Placement
+    dataset: ImageDataset
+    transform: BatchTransform
+    config: TrainConfig
+    steps_per_epoch: int
+    world: distributed.World
+
+
+def run_epoch(parts: TrainingParts, epoch: int, reporter) -> tuple[float, float, float, float]:
     """One pass over the shuffled training images; returns loss, accuracy, first lr, images/s."""
+    model, optimizer, scaler, placement = parts.forward, parts.optimizer, parts.scaler, parts.placement
+    dataset, transform, config, world = parts.dataset, parts.transform, parts.config, parts.world
+    steps_per_epoch = parts.steps_per_epoch
     model.train()
     device = dataset.train_images.device
     threads.fit_to_load(device)  # on the CPU: as many threads as the cores other processes leave free

@@ -307,3 +307,60 @@ def test_an_image_over_the_decompression_bomb_limit_is_one_line_naming_it(tmp_pa
     assert "\n" not in message and f"cannot read image {tmp_path / 'tree' / 'dog' / '1.png'}: " in message
     assert "900000000 pixels" in message and "MAX_IMAGE_PIXELS" in message
     assert list((tmp_path / "data" / "imagefolder").iterdir()) == []  # nothing kept
+
+
+# -- the decode cache: bytes changed in place are noticed, not read -----------------------------
+
+@pytest.mark.parametrize("size_class, where, keep_time", [
+    ("small", "middle", True),   # checked whole at every open, even with its old modification time
+    ("large", "middle", False),  # checked whole because writing changed its modification time
+    ("large", "last", True),     # its first and last blocks are checked at every open
+])
+def test_a_cache_changed_in_place_is_rebuilt_with_a_note(tmp_path, monkeypatch, capsys, size_class, where,
+                                                         keep_time):
+    monkeypatch.setattr(folder, "CHECK_BLOCK", 256)  # 10 images at 8x8: 1,920 bytes, 8 blocks
+    if size_class == "large":
+        monkeypatch.setattr(folder, "FULL_CHECK_BYTES", 1000)
+    write_class_folders(tmp_path / "tree", {"cat": 5, "dog": 5})
+    load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=8)
+    (cache,) = (tmp_path / "data" / "imagefolder").iterdir()
+    images = cache / folder.IMAGES_FILE
+    length, written = images.stat().st_size, images.stat().st_mtime_ns
+    offset = {"middle": length // 2, "last": length - 10}[where]
+    with open(images, "r+b") as file:  # the same length, other bytes
+        file.seek(offset)
+        inverted = bytes(255 - b for b in file.read(8))
+        file.seek(offset)
+        file.write(inverted)
+    assert images.stat().st_size == length
+    if keep_time:
+        os.utime(images, ns=(written, written))
+    capsys.readouterr()
+    again = load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=8)
+    fresh = load_dataset(str(tmp_path / "tree"), tmp_path / "fresh", image_size=8)
+    for split in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(again, split), getattr(fresh, split)), split
+    assert labels_match_colours(again)
+    note = capsys.readouterr().err.strip()
+    first = offset // 256 * 256
+    assert note == (f"note: rebuilding the decode cache {cache}: images.u8 changed since it was written "
+                    f"(its bytes {first:,} to {min(length, first + 256) - 1:,} fail their checksum)")
+
+
+def test_a_cache_with_a_new_modification_time_is_checked_whole_once(tmp_path, monkeypatch, capsys):
+    """A large cache copied without its times: checked whole, and its new time recorded, so the
+    next open checks its first and last blocks only."""
+    monkeypatch.setattr(folder, "CHECK_BLOCK", 256)
+    monkeypatch.setattr(folder, "FULL_CHECK_BYTES", 1000)
+    write_class_folders(tmp_path / "tree", {"cat": 5, "dog": 5})
+    load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=8)
+    (cache,) = (tmp_path / "data" / "imagefolder").iterdir()
+    images = cache / folder.IMAGES_FILE
+    os.utime(images, ns=(images.stat().st_atime_ns, images.stat().st_mtime_ns + 10**9))
+    checked = []
+    real = folder.block_checksums
+    monkeypatch.setattr(folder, "block_checksums", lambda path, blocks: checked.append(list(blocks)) or real(path, blocks))
+    for _ in range(2):
+        assert labels_match_colours(load_dataset(str(tmp_path / "tree"), tmp_path / "data", image_size=8))
+    assert checked == [list(range(8)), [0, 7]]
+    assert capsys.readouterr().err == ""

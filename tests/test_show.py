@@ -326,6 +326,10 @@ def test_show_command_writes_the_figure_and_its_numbers(digits_run, tmp_path):
     (["filters", "{run}", "--out", "{tmp}/filters.txt"], "image format"),
     (["filters", "lenet_relu", "--weights", "imagenet"], "no ImageNet weights"),
     (["rf", "mlp"], "no layer with a spatial output"),
+    # an option of another view: refused, not ignored
+    (["filters", "lenet_relu", "--count", "4", "--out", "{tmp}/f.png"], "filters does not take --count (it is for cam, errors)"),
+    (["errors", "{run}", "--layer", "features.0"], "errors does not take --layer (it is for filters, activations, rf, cam)"),
+    (["activations", "{run}", "--samples", "16"], "activations does not take --samples (it is for rf)"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(args, words, digits_run, tmp_path):
     not_image = tmp_path / "photo.jpg"

@@ -361,9 +361,11 @@ def test_a_training_step_never_waits_for_the_host():
     reporter.refresh_seconds = math.inf  # the loop reads its sums at a refresh; none is due here
     cpu = torch.device("cpu")
     with HostTraffic() as traffic:
-        training.run_epoch(model, training.make_optimizer(config, model), torch.amp.GradScaler("cpu", enabled=False),
-                           Placement(cpu, "bf16", True), dataset, transform, config,
-                           epoch=1, steps_per_epoch=4, reporter=reporter, world=World(cpu))
+        parts = training.TrainingParts(forward=model, optimizer=training.make_optimizer(config, model),
+                                       scaler=torch.amp.GradScaler("cpu", enabled=False),
+                                       placement=Placement(cpu, "bf16", True), dataset=dataset, transform=transform,
+                                       config=config, steps_per_epoch=4, world=World(cpu))
+        training.run_epoch(parts, epoch=1, reporter=reporter)
     assert traffic.seen == []
 
 

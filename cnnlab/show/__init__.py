@@ -14,6 +14,7 @@ Measuring lives in measure.py, drawing in draw.py.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import itertools
 import json
@@ -31,7 +32,7 @@ from cnnlab.show.measure import (LayerTaps, UnknownLayer, centred_square_side, c
                                  kernel_tiles, mosaic, predict, scaled_maps, theoretical_box, unit_gradients)
 
 __all__ = ["Picture", "Subject", "UnknownLayer", "activations", "cam", "errors", "filters",
-           "load_subject", "parse_unit", "receptive_field", "save_picture"]
+           "load_subject", "parse_unit", "receptive_field", "save_picture", "view_options"]
 
 MAPS_SHOWN = 32       # feature maps drawn per layer (the first ones)
 DEFAULT_SHARE = 0.95  # of the gradient mass inside the effective field
@@ -374,3 +375,9 @@ def _numbers_text(rows: list[dict], numbers_format: str) -> str:
 
 
 VIEWS = {"filters": filters, "activations": activations, "rf": receptive_field, "cam": cam, "errors": errors}
+
+
+def view_options(view: str) -> list[str]:
+    """The options ``view`` takes: its function's parameters besides the subject and dpi, which
+    every view takes."""
+    return [name for name in inspect.signature(VIEWS[view]).parameters if name not in ("subject", "dpi")]

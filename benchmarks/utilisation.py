@@ -48,7 +48,7 @@ from cnnlab.distributed import World
 from cnnlab.models import create_model, default_recipe, list_models, model_spec
 from cnnlab.progress import PlainLines
 from cnnlab.summary import training_cost
-from cnnlab.training import choose_placement, make_optimizer, run_epoch
+from cnnlab.training import TrainingParts, choose_placement, make_optimizer, run_epoch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from train_throughput import background_load, timed  # noqa: E402  (sibling scripts)
@@ -107,8 +107,10 @@ def measure(name: str, args, device: torch.device, data_dir: str) -> dict:
     model = placement.place(model)
     transform = BatchTransform((side, side), mean, std, crop_padding=config.crop_padding, flip=config.flip,
                                device=placement.device, memory_format=placement.memory_format)
-    optimizer = make_optimizer(config, model)
-    scaler = torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16")
+    parts = TrainingParts(forward=model, optimizer=make_optimizer(config, model),
+                          scaler=torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),
+                          placement=placement, dataset=dataset, transform=transform, config=config,
+                          steps_per_epoch=steps, world=world)
     epoch = [0]
 
     def plain():
@@ -118,8 +120,7 @@ def measure(name: str, args, device: torch.device, data_dir: str) -> dict:
     def cnnlab():
         threads.forget()
         epoch[0] += 1
-        run_epoch(model, optimizer, scaler, placement, dataset, transform, config, epoch[0], steps,
-                  PlainLines(quiet=True), world)
+        run_epoch(parts, epoch[0], PlainLines(quiet=True))
 
     for side_run in (plain, cnnlab):  # warm-up: kernels chosen, memory allocated, caches filled
         side_run()

@@ -16,8 +16,8 @@ warm-up (plain, cnnlab, plain, cnnlab ...):
     ``cnnlab train`` sets it up: the precision and memory format its speed trial chooses
     (cnnlab.speed), its optimiser kernels, its per-batch resize, normalisation and augmentation.
 
-Printed per model: images/s of each (median of ``--repeats`` timed passes of ``--steps``
-steps), their ratio, and the utilisation of each -- training FLOPs per image
+Printed per model: images/s of each (median of ``--repeats`` timed passes, each as many epochs of
+``--steps`` steps as the plain loop trains in ``--seconds``), their ratio, and the utilisation of each -- training FLOPs per image
 (``cnnlab.summary.training_cost``: forward and backward, 2 FLOPs a multiply-accumulate) times
 images/s over the device's peak in the precision that side computes in (``cnnlab.devices.
 peak_flops``: a large matrix product measured on this machine, or a GPU's published figure).
@@ -40,7 +40,6 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from cnnlab import threads
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchTransform, load_dataset
 from cnnlab.devices import Placement, peak_flops, resolve_device
@@ -111,19 +110,23 @@ def measure(name: str, args, device: torch.device, data_dir: str) -> dict:
                           scaler=torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),
                           placement=placement, dataset=dataset, transform=transform, config=config,
                           steps_per_epoch=steps, world=world)
-    epoch = [0]
+    epoch, passes = [0], [1]
 
     def plain():
         torch.set_num_threads(TORCH_THREADS)
-        plain_epoch(plain_model, plain_optimizer, images, dataset.train_labels, batch, steps)
+        for _ in range(passes[0]):
+            plain_epoch(plain_model, plain_optimizer, images, dataset.train_labels, batch, steps)
 
-    def cnnlab():
-        threads.forget()
-        epoch[0] += 1
-        run_epoch(parts, epoch[0], PlainLines(quiet=True))
+    def cnnlab():  # its thread count fitted to the load as `cnnlab train` fits it, epoch by epoch
+        for _ in range(passes[0]):
+            epoch[0] += 1
+            run_epoch(parts, epoch[0], PlainLines(quiet=True))
 
     for side_run in (plain, cnnlab):  # warm-up: kernels chosen, memory allocated, caches filled
         side_run()
+    # a timed pass: as many epochs of ``steps`` as the plain loop takes --seconds for (small models
+    # train an epoch of the digits in milliseconds)
+    passes[0] = max(1, round(args.seconds / timed(plain, device)))
     seconds = {"plain": [], "cnnlab": []}
     for _ in range(args.repeats):
         seconds["plain"].append(timed(plain, device))
@@ -134,7 +137,7 @@ def measure(name: str, args, device: torch.device, data_dir: str) -> dict:
                           optimizer=config.optimizer, amp=config.amp, device=device.type).per_image.train_flops
     peak = {amp: peak_flops(Placement.choose(device, amp, False), data_dir)["flops_per_second"]
             for amp in {"off", config.amp}}
-    rate = {side_name: steps * batch / statistics.median(times) for side_name, times in seconds.items()}
+    rate = {side_name: passes[0] * steps * batch / statistics.median(times) for side_name, times in seconds.items()}
     return dict(model=name, input=side, width=width or 1, batch=batch, optimizer=config.optimizer,
                 precision=config.amp, channels_last=config.channels_last,
                 plain_images_per_second=round(rate["plain"], 1), cnnlab_images_per_second=round(rate["cnnlab"], 1),
@@ -149,7 +152,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="input side for every model (default: the zoo's practical size)")
     parser.add_argument("--width", type=float, help="width= for every model that has it (default: the zoo's)")
     parser.add_argument("--macs", type=float, default=15e6, help="zoo_learns' MACs budget per image (default 15M)")
-    parser.add_argument("--steps", type=int, default=20, help="steps per timed pass (default 20)")
+    parser.add_argument("--steps", type=int, default=20, help="steps per epoch (default 20, at most the digits' epoch)")
+    parser.add_argument("--seconds", type=float, default=1.0,
+                        help="a timed pass repeats the epoch for about this long (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per side (default 3)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--background-load", type=int, default=0, metavar="N",

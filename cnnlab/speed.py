@@ -27,6 +27,7 @@ from cnnlab.devices import Placement, cached_figure, device_name, native_bf16
 SPEED_CACHE_FILE = "speed_choices.json"
 TRIAL_WARMUP_STEPS = 2  # the first steps choose kernels and allocate memory: not timed
 TRIAL_TIMED_STEPS = 3
+TRIAL_SECONDS = 1.0  # a slow model's candidate stops timing after this long (one step at least)
 
 
 def candidates(device: torch.device, amp: str, channels_last: bool | None) -> list[Placement]:
@@ -55,7 +56,7 @@ class SpeedTrial:
     def record(self) -> dict:
         """For config.json (where the figures came from is said in the start line only: the same
         command, measured or read from the cache, records the same run)."""
-        return dict(chosen=self.chosen, images_per_second=self.images_per_second, steps=TRIAL_TIMED_STEPS)
+        return dict(chosen=self.chosen, images_per_second=self.images_per_second)
 
     def describe(self) -> str:
         """The start line's note: 'speed trial: bf16, channels-last (812 images/s; fp32, contiguous 640 ...)'."""
@@ -87,13 +88,19 @@ def choose(options: list[Placement], images_per_second: Callable[[Placement], fl
 
 
 def timed_steps(step: Callable[[], torch.Tensor], images: int) -> float:
-    """Images per second of the median of TRIAL_TIMED_STEPS calls of ``step`` (one training step
-    on ``images`` images, returning its loss), after TRIAL_WARMUP_STEPS untimed ones. Reading the
-    loss waits for the device."""
-    seconds = []
-    for i in range(TRIAL_WARMUP_STEPS + TRIAL_TIMED_STEPS):
+    """Images per second of the median of up to TRIAL_TIMED_STEPS calls of ``step`` (one training
+    step on ``images`` images, returning its loss), after up to TRIAL_WARMUP_STEPS untimed ones;
+    a step slower than TRIAL_SECONDS warms up once and is timed once, so that a large model's
+    trial stays a few of its steps. Reading the loss waits for the device."""
+    def seconds_of_one() -> float:
         started = time.perf_counter()
         step().item()
-        if i >= TRIAL_WARMUP_STEPS:
-            seconds.append(time.perf_counter() - started)
+        return time.perf_counter() - started
+
+    first = seconds_of_one()
+    for _ in range(TRIAL_WARMUP_STEPS - 1 if first < TRIAL_SECONDS else 0):
+        seconds_of_one()
+    seconds = [seconds_of_one()]
+    while len(seconds) < TRIAL_TIMED_STEPS and sum(seconds) < TRIAL_SECONDS:
+        seconds.append(seconds_of_one())
     return images / statistics.median(seconds)

@@ -65,3 +65,21 @@ def test_the_trial_leaves_the_run_as_the_same_options_given_explicitly_train_it(
     assert chosen == label(Placement.choose(CPU, record.options.amp, record.options.channels_last))
     assert [row["train_loss"] for row in auto.metrics.rows()] == [row["train_loss"] for row in explicit.metrics.rows()]
     assert [row["val_loss"] for row in auto.metrics.rows()] == [row["val_loss"] for row in explicit.metrics.rows()]
+
+
+@pytest.mark.parametrize("step_seconds, calls", [(0.01, 5), (0.6, 4), (2.0, 2)])
+def test_a_slow_step_is_warmed_up_and_timed_fewer_times(monkeypatch, step_seconds, calls):
+    """2 warm-up and 3 timed steps; a step over a second warms up once and is timed once; timing
+    stops once the timed steps add up to a second. A fake clock: no real time is measured."""
+    import cnnlab.speed
+
+    clock, made = [0.0], []
+
+    def step():
+        made.append(True)
+        clock[0] += step_seconds
+        return torch.tensor(0.0)
+
+    monkeypatch.setattr(cnnlab.speed.time, "perf_counter", lambda: clock[0])
+    assert cnnlab.speed.timed_steps(step, images=32) == pytest.approx(32 / step_seconds)
+    assert len(made) == calls

@@ -1,5 +1,6 @@
 """Timing helpers the benchmark scripts share (run them as `python benchmarks/<script>.py`)."""
 
+import csv
 import statistics
 import subprocess
 import time
@@ -21,3 +22,11 @@ def median_subprocess_time(command: list[str], repeats: int) -> float:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def write_rows(rows: list[dict], path: str) -> None:
+    """A benchmark's table as CSV, one row per dict."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import statistics
 import sys
 import tempfile
@@ -50,7 +49,8 @@ from cnnlab.summary import training_cost
 from cnnlab.training import TrainingParts, choose_placement, make_optimizer, run_epoch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from train_throughput import background_load, timed  # noqa: E402  (sibling scripts)
+from timing import write_rows  # noqa: E402  (sibling scripts)
+from train_throughput import background_load, timed  # noqa: E402
 from zoo_learns import practical_size  # noqa: E402
 
 TORCH_THREADS = torch.get_num_threads()  # torch's own count, before cnnlab fits it to the load
@@ -185,10 +185,7 @@ def main() -> None:
     if slower:
         print(f"slower than the plain loop: {', '.join(slower)}")
     if args.out:
-        with open(args.out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(rows, args.out)
 
 
 if __name__ == "__main__":

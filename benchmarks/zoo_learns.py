@@ -12,7 +12,6 @@ the models in FULL_WIDTH; then the cheapest size at that width). Goal: every mod
 """
 
 import argparse
-import csv
 import tempfile
 import time
 
@@ -21,6 +20,7 @@ from cnnlab.errors import InputSizeMismatch, InputTooSmall
 from cnnlab.models import list_models, model_spec
 from cnnlab.summary import summarize
 from cnnlab.training import train
+from timing import write_rows  # a sibling script
 
 SIDES = (32, 48, 64, 96)
 MIN_WIDTH = 0.5  # at 1/4 the deep nets have 4-channel stages and stop learning (measured: resnet152 0.33)
@@ -87,10 +87,7 @@ def main() -> None:
     below = [row["model"] for row in rows if row["best_val_acc"] < 0.95]
     print(f"\n{len(rows) - len(below)} of {len(rows)} models reach 0.95" + (f"; below: {', '.join(below)}" if below else ""))
     if args.out:
-        with open(args.out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from cnnlab.models.blocks import AUX_LOSS_WEIGHT, AuxOutputs
 from cnnlab.progress import make_reporter
 from cnnlab.runs import Checkpoint, Run, RunRecord, atomic_write_text, name_taken, run_exists
 from cnnlab.summary import summarize, to_csv, training_cost
-from cnnlab.summary.fit import free_memory, largest_batch
+from cnnlab.summary.fit import free_memory, largest_batch, out_of_memory
 from cnnlab.summary.report import byte_text, flop_text
 
 
@@ -139,24 +139,28 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
         INITS[config.init](model)
     summary = summarize(model, input_size=input_size)  # an input the model cannot take fails here
     mean, std = dataset.channel_stats() if config.normalize else ([0.0] * dataset.channels, [1.0] * dataset.channels)
-    placement, speed_trial = (choose_placement(config, world, model, dataset, input_size, mean, std, data_dir)
-                              if run is None else (Placement.choose(world.device, config.amp, config.channels_last), None))
-    # the options as the run trains with them, every "auto" and "decided by the data" settled, once
-    config = replace(config, device=str(world.device), amp=placement.amp, channels_last=placement.channels_last,
-                     data_dir=data_dir, resize=resize, epochs=epochs, warmup_epochs=warmup_epochs,
-                     flip=dataset.flip_safe if config.flip is None else config.flip)
-    def step_cost(side: int, batch: int):
+    def step_cost(side: int, batch: int, placement: Placement):
         return training_cost(model, input_size=(input_size[0], side, side), batch_size=batch,
                              optimizer=config.optimizer, momentum=config.momentum if config.optimizer == "sgd" else 0.0,
                              amp=placement.amp, device=placement.device.type)
 
-    cost = step_cost(input_size[1], world.local_batch(config.batch_size))
+    # will a step fit? (asked of the rule's placement, before a speed trial would try one)
+    placement = Placement.choose(world.device, config.amp, config.channels_last)
+    cost = step_cost(input_size[1], world.local_batch(config.batch_size), placement)
     free = device_free_memory(placement.device)
-    device_peak = peak_flops(placement, config.data_dir)  # what utilisation divides by
     if config.fit_check is not False and free is not None and cost.memory.peak > free:
         raise does_not_fit(cost, free, placement, input_size, world,
-                           peak_at=lambda side: step_cost(side, 1).memory.peak if fits(model, (input_size[0], side, side))
-                           else None)
+                           peak_at=lambda side: step_cost(side, 1, placement).memory.peak
+                           if fits(model, (input_size[0], side, side)) else None)
+    speed_trial = None
+    if run is None:  # a resumed run keeps the placement it recorded
+        placement, speed_trial = choose_placement(config, world, model, dataset, input_size, mean, std, data_dir)
+        cost = step_cost(input_size[1], world.local_batch(config.batch_size), placement)
+    device_peak = peak_flops(placement, data_dir)  # what utilisation divides by
+    # the options as the run trains with them, every "auto" and "decided by the data" settled, once
+    config = replace(config, device=str(world.device), amp=placement.amp, channels_last=placement.channels_last,
+                     data_dir=data_dir, resize=resize, epochs=epochs, warmup_epochs=warmup_epochs,
+                     flip=dataset.flip_safe if config.flip is None else config.flip)
     model = placement.place(model)
     forward = world.wrap(model, config.sync_bn)  # under torchrun: DDP
     forward = torch.compile(forward) if config.compile else forward  # checkpoints save `model`
@@ -437,8 +441,10 @@ def choose_placement(config: TrainConfig, world, model: nn.Module, dataset, inpu
         try:
             with torch.random.fork_rng(devices=cuda):
                 return speed.timed_steps(step, len(labels))
-        except torch.OutOfMemoryError:  # this candidate does not fit: never chosen
-            return 0.0
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+            if not out_of_memory(error):
+                raise
+            return 0.0  # this candidate does not fit: never chosen
 
     threads.fit_to_load(world.device)  # the thread count the first epoch will have
     key = (f"{config.model} {' '.join(config.model_args or [])} | {'x'.join(map(str, input_size))} | batch {batch} | "

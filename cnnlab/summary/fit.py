@@ -101,7 +101,7 @@ def _measure(found: Fit, model, options, device) -> None:
             found.failed_batches = tuple(failed)
             return
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
-            if not _out_of_memory(error):
+            if not out_of_memory(error):
                 raise
             failed.append(batch)
             if device.type == "cuda":
@@ -110,7 +110,7 @@ def _measure(found: Fit, model, options, device) -> None:
     raise DoesNotFit(f"one training step failed for lack of memory at every batch tried ({failed})")
 
 
-def _out_of_memory(error: BaseException) -> bool:
+def out_of_memory(error: BaseException) -> bool:
     return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(error).lower() \
         or "can't allocate memory" in str(error).lower()
 

@@ -30,6 +30,17 @@ def drawn_arrays(figure):
     return [[image.get_array() for image in ax.images] for ax in figure.axes if ax.images]
 
 
+def drawn_extents(figure, *texts):
+    """The window extents of ``texts`` once the figure is laid out and drawn."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    return [text.get_window_extent(renderer) for text in texts]
+
+
+def inside(box, outer) -> bool:
+    return outer.x0 <= box.x0 and box.x1 <= outer.x1 and outer.y0 <= box.y0 and box.y1 <= outer.y1
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """LeNet (ReLU) trained for two epochs on the embedded digits, with the small recipe's whole
@@ -143,6 +154,20 @@ def test_rf_box_of_vgg16_conv5_3_spans_196_pixels_and_is_clipped_at_the_border(m
     assert (clipped.get_x(), clipped.get_y()) == (-0.5, -0.5)
     assert clipped.get_width() == clipped.get_height() == 106
     assert corner.rows[0]["box_right"] == 105
+
+
+def test_a_single_rf_panel_wraps_its_title_inside_the_figure():
+    picture = receptive_field(load_subject("lenet_relu"), ["features.4"], samples=2)
+    figure = picture.figure
+    (title,) = figure.texts
+    (panel,) = figure.axes
+    title_box, caption_box = drawn_extents(figure, title, panel.title)
+    assert inside(title_box, figure.bbox), (title_box, figure.bbox)
+    assert title_box.y0 >= caption_box.y1  # above the panel's caption, not over it
+    assert len(title.get_text().splitlines()) > 2  # wrapped: one panel is narrower than the two lines
+    assert " ".join(title.get_text().split()) == (  # every word kept
+        "lenet_relu, random weights receptive field (box) and effective field: |gradient| over 2 random "
+        "inputs, dashed square 95% of it")
 
 
 @pytest.mark.slow

@@ -339,7 +339,7 @@ def errors(subject: Subject, count: int = 32, dpi: int = 150) -> Picture:
              + (f", first {len(shown)} shown" if len(shown) < len(wrong) else ""))
     if not shown:
         figure, _ = draw.grid_figure(1, dpi=dpi)
-        figure.suptitle(title)
+        draw.fitted_title(figure, title)
     else:
         figure = draw.overlay_figure(draw.as_picture(subject.test_images[shown], subject.input_size[1:]), None, captions, title, dpi,
                                      columns=min(8, len(shown)))

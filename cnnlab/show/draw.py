@@ -8,6 +8,7 @@ writes it. Images are drawn with ``imshow`` so a test can read back exactly what
 from __future__ import annotations
 
 import math
+import textwrap
 
 import torch
 
@@ -15,6 +16,7 @@ PANEL_INCHES = 3.2      # side of one square panel
 CAPTION_FONT = "small"
 DIVERGING = "RdBu_r"    # kernels of one channel: blue negative, white zero, red positive
 HEAT = "inferno"        # gradient mass and class activation
+TITLE_WIDTH_SHARE = 0.96  # of the figure's width a title may take
 
 
 def grid_figure(panels: int, columns: int | None = None, dpi: int = 150, inches: float = PANEL_INCHES):
@@ -33,6 +35,21 @@ def grid_figure(panels: int, columns: int | None = None, dpi: int = 150, inches:
     for ax in axes[panels:]:
         ax.set_visible(False)
     return figure, list(axes[:panels])
+
+
+def fitted_title(figure, title: str):
+    """The figure's title, its lines wrapped at spaces until it fits the figure's width: a
+    one-panel figure is narrower than a run's description, and constrained layout makes room
+    above the panels for the lines but not beside the figure for their length."""
+    text = figure.suptitle(title, fontsize="medium")
+    renderer = figure.canvas.get_renderer()
+    room = TITLE_WIDTH_SHARE * figure.bbox.width
+    lines = title.splitlines()
+    columns = max(map(len, lines))
+    while text.get_window_extent(renderer).width > room and columns > 10:
+        columns -= 2
+        text.set_text("\n".join(textwrap.fill(line, columns, break_long_words=False) for line in lines))
+    return text
 
 
 def show_image(ax, image: torch.Tensor, **kwargs):
@@ -71,7 +88,7 @@ def filters_figure(grid: torch.Tensor, title: str, dpi: int):
     else:
         show_image(ax, grid, cmap=DIVERGING, vmin=0, vmax=1)
     ax.set_facecolor("white")
-    figure.suptitle(title, fontsize="medium")
+    fitted_title(figure, title)
     return figure
 
 
@@ -83,7 +100,7 @@ def activations_figure(picture: torch.Tensor, grids: dict, title: str, dpi: int)
     for ax, (caption, grid) in zip(axes[1:], grids.items()):
         show_image(ax, grid, cmap="viridis", vmin=0, vmax=1)
         ax.set_title(caption, fontsize=CAPTION_FONT)
-    figure.suptitle(title, fontsize="medium")
+    fitted_title(figure, title)
     return figure
 
 
@@ -109,7 +126,7 @@ def receptive_field_figure(panels: list[dict], title: str, dpi: int):
         ax.set_ylim(mass.shape[0] - 0.5, -0.5)
         ax.set_title(panel["caption"], fontsize=CAPTION_FONT)
     axes[0].legend(loc="lower left", fontsize="x-small", framealpha=0.6)
-    figure.suptitle(title, fontsize="medium")
+    fitted_title(figure, title)
     return figure
 
 
@@ -122,5 +139,5 @@ def overlay_figure(pictures: torch.Tensor, heat: torch.Tensor | None, captions: 
         if heat is not None:
             show_image(ax, heat[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
         ax.set_title(caption, fontsize="x-small")
-    figure.suptitle(title, fontsize="medium")
+    fitted_title(figure, title)
     return figure

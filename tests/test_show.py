@@ -217,12 +217,46 @@ def test_grad_cam_highlights_the_only_region_that_can_matter():
                                                                          ("bottom-right", "bottom-right")]
     assert [ax.get_title() for ax in picture.figure.axes[:2]] == [
         "#0 true top-left, predicted top-left", "#1 true bottom-right, predicted bottom-right"]
+    assert [row["note"] for row in picture.rows] == [None, None] and not picture.figure.axes[0].texts
     first_heat, second_heat = (torch.as_tensor(arrays[1]) for arrays in drawn_arrays(picture.figure))
     assert first_heat[:8, :8].min() > 0.7 and first_heat[8:, :].max() == 0 and first_heat[:, 8:].max() == 0
     assert second_heat[8:, 8:].min() > 0.7 and second_heat[:8, :].max() == 0 and second_heat[:, :8].max() == 0
     # the class chosen decides the region: the other class's map on the same image
-    other, _ = grad_cam(subject.taps, subject.transform(images[:1]), "mul", classes=torch.tensor([1]))
+    other = grad_cam(subject.taps, subject.transform(images[:1]), "mul", classes=torch.tensor([1])).maps
     assert other[0, 8:, 8:].min() > 0.7 and other[0, :8, :].max() == 0
+
+
+def dead_after_the_conv():
+    """A ReLU that no image wakes after layer 0: no gradient of any score reaches it."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].bias.fill_(-1e3)
+    return model, "0"
+
+
+def everywhere_negative():
+    """TwoRegions with negated maps: the gradient reaches them, but every region lowers the score."""
+    model = TwoRegions()
+    with torch.no_grad():
+        model.features.weight.fill_(-1.0)
+    return model, "mul"
+
+
+@pytest.mark.parametrize("build, note", [(dead_after_the_conv, "no gradient reaches 0"),
+                                         (everywhere_negative, "no region of mul raises the score")])
+def test_a_blank_grad_cam_says_why_on_its_panel_and_in_its_row(build, note):
+    model, layer = build()
+    images = torch.full((2, 1, 16, 16), 200, dtype=torch.uint8)
+    subject = tiny_subject(model, (1, 16, 16), classes=["a", "b"], test_images=images,
+                           test_labels=torch.tensor([0, 1]))
+    picture = cam(subject, count=2, layers=[layer])
+    for ax, row in zip(picture.figure.axes, picture.rows):
+        (text,) = ax.texts
+        assert " ".join(text.get_text().split()) == note  # wrapped to the panel
+        (box,) = drawn_extents(picture.figure, text)
+        assert inside(box, ax.get_window_extent())
+        assert len(ax.images) == 1  # the image, no (blank) heat map over it
+        assert (row["note"], row["peak_row"], row["peak_column"]) == (note, None, None)
 
 
 # ---------------------------------------------------------------------------------- errors

@@ -280,9 +280,9 @@ def cam(subject: Subject, image=None, count: int = 8, layers: list[str] | None =
     taps = subject.taps
     layer = one_layer(layers, "cam") or default_stage_layers(taps)[-1]
     spatial_layer(taps, layer, "cam")
-    heat, logits = grad_cam(taps, subject.transform(images), layer)
+    heat, logits, reached = grad_cam(taps, subject.transform(images), layer)
     probabilities = logits.softmax(1)
-    rows, captions = [], []
+    rows, captions, notes = [], [], []
     for i, index in enumerate(indices):
         top = probabilities[i].topk(min(3, probabilities.shape[1]))
         predicted = int(top.indices[0])
@@ -293,12 +293,21 @@ def cam(subject: Subject, image=None, count: int = 8, layers: list[str] | None =
             captions.append(f"#{index} true {row['true']}, predicted {row['predicted']}")
         else:
             captions.append("\n".join(f"{_class_name(subject, int(c))} {p:.0%}" for p, c in zip(*top)))
-        peak = divmod(int(heat[i].argmax()), heat.shape[2])
-        rows.append({**row, "peak_row": peak[0], "peak_column": peak[1]})
+        notes.append(_blank_cam_note(layer, bool(reached[i])) if heat[i].max() == 0 else None)
+        # a blank map has no peak: argmax would name its first pixel
+        peak = divmod(int(heat[i].argmax()), heat.shape[2]) if notes[-1] is None else (None, None)
+        rows.append({**row, "peak_row": peak[0], "peak_column": peak[1], "note": notes[-1]})
     figure = draw.overlay_figure(draw.as_picture(images, subject.input_size[1:]), heat, captions,
-                                 f"{subject.description}\nGrad-CAM of the predicted class on {layer}", dpi)
+                                 f"{subject.description}\nGrad-CAM of the predicted class on {layer}", dpi,
+                                 notes=notes)
     stem = f"cam-{layer}" + (f"-{indices[0]}" if image is not None and indices[0] is not None else "")
     return Picture(figure, rows, stem)
+
+
+def _blank_cam_note(layer: str, reached: bool) -> str:
+    """Why a Grad-CAM map is all zero: the score does not depend on the layer at all (a dead
+    ReLU after it, say), or every region of its maps lowers the score (the ReLU of Grad-CAM)."""
+    return f"no gradient reaches {layer}" if not reached else f"no region of {layer} raises the score"
 
 
 def one_layer(layers: list[str] | None, view: str) -> str | None:

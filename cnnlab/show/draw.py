@@ -17,6 +17,7 @@ CAPTION_FONT = "small"
 DIVERGING = "RdBu_r"    # kernels of one channel: blue negative, white zero, red positive
 HEAT = "inferno"        # gradient mass and class activation
 TITLE_WIDTH_SHARE = 0.96  # of the figure's width a title may take
+NOTE_COLUMNS = 22        # characters a line of a note across a 2.4-inch panel holds
 
 
 def grid_figure(panels: int, columns: int | None = None, dpi: int = 150, inches: float = PANEL_INCHES):
@@ -131,12 +132,17 @@ def receptive_field_figure(panels: list[dict], title: str, dpi: int):
 
 
 def overlay_figure(pictures: torch.Tensor, heat: torch.Tensor | None, captions: list[str], title: str,
-                   dpi: int, columns: int | None = None):
-    """Images in a grid with their captions; a heat map over each when ``heat`` is given."""
+                   dpi: int, columns: int | None = None, notes: list[str | None] | None = None):
+    """Images in a grid with their captions; a heat map over each when ``heat`` is given, except
+    where ``notes`` has a note, written across the image instead (why its heat map is blank)."""
     figure, axes = grid_figure(len(pictures), columns=columns, dpi=dpi, inches=2.4)
-    for i, (ax, picture, caption) in enumerate(zip(axes, pictures, captions)):
+    notes = notes or [None] * len(pictures)
+    for i, (ax, picture, caption, note) in enumerate(zip(axes, pictures, captions, notes)):
         show_image(ax, picture)
-        if heat is not None:
+        if note is not None:
+            ax.text(0.5, 0.5, textwrap.fill(note, NOTE_COLUMNS), transform=ax.transAxes, ha="center", va="center", fontsize="x-small",
+                    bbox=dict(boxstyle="round", facecolor="white", alpha=0.85))
+        elif heat is not None:
             show_image(ax, heat[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
         ax.set_title(caption, fontsize="x-small")
     fitted_title(figure, title)

@@ -90,6 +90,26 @@ def test_filters_grid_shows_colour_kernels_with_zero_at_grey():
     assert torch.all(torch.as_tensor(grid[0:3, 0:3]) == 0.5)  # an all-zero kernel is all grey
 
 
+@pytest.mark.parametrize("in_channels, caption, bar_labels", [
+    (1, "red positive, blue negative weights, white 0;\neach kernel scaled by its largest |weight|",
+     ["-largest", "0", "+largest"]),
+    (3, "each kernel scaled by its largest |weight|: grey is 0, a channel brighter\n"
+        "than grey a positive weight, darker a negative one", None),
+])
+def test_filters_grid_says_what_its_colours_mean(in_channels, caption, bar_labels):
+    model = nn.Sequential(nn.Conv2d(in_channels, 4, 3))
+    figure = filters(tiny_subject(model, (in_channels, 8, 8))).figure
+    grid_axes = figure.axes[0]
+    (caption_box,) = drawn_extents(figure, grid_axes.xaxis.label)
+    assert grid_axes.get_xlabel() == caption and inside(caption_box, figure.bbox)
+    if bar_labels is None:  # colour kernels: no single colour scale to show
+        assert len(figure.axes) == 1
+    else:
+        (bar,) = figure.axes[1:]
+        assert [label.get_text() for label in bar.get_yticklabels()] == bar_labels
+        assert list(bar.get_yticks()) == [0, 0.5, 1]  # the tiles' scale: 0.5 is a zero weight
+
+
 # -------------------------------------------------------------------------- activations
 
 def test_activations_draw_the_layers_outputs(digits_run):
@@ -107,6 +127,15 @@ def test_activations_draw_the_layers_outputs(digits_run):
         expected = (first - first.min()) / (first.max() - first.min())
         assert torch.allclose(torch.as_tensor(drawn[:h, :w]), expected, atol=1e-6)
     assert {row["layer"] for row in picture.rows} == {"features.1", "features.4"}
+
+
+def test_each_feature_map_panel_names_its_layer_and_map_size():
+    model = nn.Sequential(nn.Conv2d(1, 40, 3), nn.ReLU(), nn.Conv2d(40, 6, 3))
+    images = torch.randint(0, 256, (1, 1, 12, 12), dtype=torch.uint8)
+    figure = activations(tiny_subject(model, (1, 12, 12), test_images=images), layers=["1", "2"]).figure
+    titles = [ax.title for ax in figure.axes[1:]]
+    assert [title.get_text() for title in titles] == ["1 · 40 maps 10×10, first 32 shown", "2 · 6 maps 8×8"]
+    assert all(inside(box, figure.bbox) for box in drawn_extents(figure, *titles))
 
 
 def test_layer_outputs_of_a_dag_model_match_its_modules():

@@ -211,7 +211,8 @@ def activations(subject: Subject, image=None, layers: list[str] | None = None, d
     grids, rows = {}, []
     for name in layers:
         maps = outputs[name][0]
-        grids[f"{name} ({maps.shape[0]} maps{f', first {MAPS_SHOWN}' if maps.shape[0] > MAPS_SHOWN else ''})"] = (
+        grids[f"{name} · {maps.shape[0]} maps {maps.shape[1]}×{maps.shape[2]}"
+              f"{f', first {MAPS_SHOWN} shown' if maps.shape[0] > MAPS_SHOWN else ''}"] = (
             mosaic(scaled_maps(maps[:MAPS_SHOWN]), gap=max(1, maps.shape[-1] // 16)))
         rows += [dict(layer=name, channel=c, mean=float(m.mean()), min=float(m.min()), max=float(m.max()))
                  for c, m in enumerate(maps)]

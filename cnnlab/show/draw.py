@@ -86,8 +86,14 @@ def filters_figure(grid: torch.Tensor, title: str, dpi: int):
     ax.set_yticks([])
     if grid.dim() == 3:
         show_image(ax, grid)
+        ax.set_xlabel("each kernel scaled by its largest |weight|: grey is 0, a channel brighter\n"
+                      "than grey a positive weight, darker a negative one", fontsize=CAPTION_FONT)
     else:
-        show_image(ax, grid, cmap=DIVERGING, vmin=0, vmax=1)
+        image = show_image(ax, grid, cmap=DIVERGING, vmin=0, vmax=1)
+        bar = figure.colorbar(image, ax=ax, shrink=0.8, ticks=[0, 0.5, 1])
+        bar.ax.set_yticklabels(["-largest", "0", "+largest"], fontsize=CAPTION_FONT)
+        ax.set_xlabel("red positive, blue negative weights, white 0;\n"
+                      "each kernel scaled by its largest |weight|", fontsize=CAPTION_FONT)
     ax.set_facecolor("white")
     fitted_title(figure, title)
     return figure

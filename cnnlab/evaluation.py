@@ -199,13 +199,23 @@ def write_results(result: EvalResult, directory: Path, suffix: str, plot: bool) 
 
 
 def confusion_png(result: EvalResult) -> bytes:
-    """The confusion matrix as a PNG, with the count in each cell when there are few classes."""
+    """The confusion matrix as a PNG (see confusion_figure)."""
+    buffer = io.BytesIO()
+    confusion_figure(result).savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def confusion_figure(result: EvalResult):
+    """The confusion matrix, with the count in each cell when there are few classes, titled with
+    the run (the checkpoint's directory), the checkpoint and its epoch."""
     import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     counts = result.confusion.numpy()
     side = max(4.0, 0.45 * len(result.classes) + 2)
     figure = Figure(figsize=(side, side))
+    FigureCanvasAgg(figure)
     axes = figure.subplots()
     image = axes.imshow(counts, cmap="Blues")
     figure.colorbar(image, ax=axes, fraction=0.046)
@@ -218,7 +228,7 @@ def confusion_png(result: EvalResult) -> bytes:
                       color="white" if count > counts.max() / 2 else "black")
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
-    axes.set_title(f"{result.data}: top-1 {result.top1:.4f} ({result.images} images)")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    return buffer.getvalue()
+    checkpoint = result.checkpoint
+    axes.set_title(f"{checkpoint.parent.name}/{checkpoint.name}, epoch {result.epoch}\n"
+                   f"{result.data}: top-1 {result.top1:.4f} ({result.images} images)")
+    return figure

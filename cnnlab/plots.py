@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from itertools import pairwise
 from pathlib import Path
 from typing import Iterable
 
@@ -31,6 +32,11 @@ SPLIT_STYLES = {"train": ("--", "training"), "val": ("-", "validation")}
 BEST_MARKER = dict(marker="*", markersize=12, markeredgecolor="black", markeredgewidth=0.6,
                    linestyle="none", zorder=5)
 EFFICIENCY_SUFFIX = "_efficiency"
+POINT_SIZE = 7  # an efficiency point's marker, in points
+# where a point's label may go, in points from the point, tried in turn: right, left, then
+# further above and below
+LABEL_OFFSETS = [(dx, dy) for dy in (4, -12, 14, -22, 24, -32) for dx in (5, -5)]
+LABEL_GAP = 2  # pixels kept clear between a label and another label, a marker or a tick label
 
 
 def run_colour(position: int, count: int = 10):
@@ -209,41 +215,111 @@ def _spans_decades(loaded: list[LoadedRun]) -> bool:
 def plot_efficiency(table, out, *, dpi: int = DEFAULT_DPI, show: bool = False) -> Path:
     """Each run's best validation accuracy against its MACs and its parameters (log axes),
     labelled by model, with the efficiency frontier drawn through the runs no other run
-    beats on both cost and accuracy. ``table`` is a frame from ``compare_runs``."""
-    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+    beats on both cost and accuracy; a run with fewer epochs done than planned is a hollow
+    marker. ``table`` is a frame from ``compare_runs``. Returns the file written."""
+    return save_figure(efficiency_figure(table, dpi=dpi, show=show), out, dpi, show)
+
+
+def efficiency_figure(table, *, dpi: int = DEFAULT_DPI, show: bool = False):
+    """The figure ``plot_efficiency`` saves."""
+    from matplotlib.lines import Line2D
 
     figure, (macs_ax, params_ax) = new_figure(2, dpi, show)
     models = table["model"].astype(str)
     # label by model; by run name where several runs share one model
     labels = [run if (models == model).sum() > 1 else model
               for run, model in zip(table["name"], models)]
+    planned = table["epochs_planned"].astype("float64").tolist()  # a blank count becomes NaN
+    unfinished = [done < to_do for done, to_do in zip(table["epochs"].astype("float64").tolist(), planned)]
+    accuracies = table["best_val_acc"].astype("float64").tolist()
+    labelled = []  # (axes, the points drawn in it, their labels)
+    legends = {}   # axes -> its legend's handles
     for ax, column, label in ((macs_ax, "macs", "MACs per image"),
                               (params_ax, "params", "parameters")):
-        costs = table[column].astype("float64").tolist()  # a blank count becomes NaN
-        accuracies = table["best_val_acc"].astype("float64").tolist()
+        costs = table[column].astype("float64").tolist()
         drawn = [i for i, (c, a) in enumerate(zip(costs, accuracies))
                  if not (math.isnan(c) or math.isnan(a))]
         for i in drawn:
-            ax.plot([costs[i]], [accuracies[i]], "o", color=run_colour(i, len(costs)), markersize=7)
-            ax.annotate(labels[i], (costs[i], accuracies[i]),
-                        textcoords="offset points", xytext=(5, 4), fontsize="small")
+            colour = run_colour(i, len(costs))
+            ax.plot([costs[i]], [accuracies[i]], "o", color=colour, markersize=POINT_SIZE,
+                    markerfacecolor="none" if unfinished[i] else colour, markeredgewidth=1.5)
         frontier = efficiency_frontier(costs, accuracies)
+        handles = []
         if len(frontier) > 1:
-            ax.plot([costs[i] for i in frontier], [accuracies[i] for i in frontier],
-                    color="0.5", linestyle=":", zorder=0, label="efficiency frontier")
-            ax.legend(loc="lower right", fontsize="small")
+            handles += ax.plot([costs[i] for i in frontier], [accuracies[i] for i in frontier],
+                               color="0.5", linestyle=":", zorder=0, label="efficiency frontier")
+        if any(unfinished[i] for i in drawn):
+            handles.append(Line2D([], [], marker="o", linestyle="none", color="0.3", markerfacecolor="none",
+                                  markersize=POINT_SIZE, markeredgewidth=1.5, label="unfinished: fewer epochs than planned"))
         if drawn:
             ax.set_xscale("log")
-            # 200k, 500k, 1M ...: readable at any span, where matplotlib's 2x10^5 overlap
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.margins(x=0.12, y=0.08)  # room for the labels right of the last points
+            labelled.append((ax, [(costs[i], accuracies[i]) for i in drawn], [labels[i] for i in drawn]))
         else:
             ax.text(0.5, 0.5, f"no run has a {column} count", transform=ax.transAxes,
                     ha="center", va="center", color="0.4")
         ax.set_xlabel(f"{label} (log scale)" if drawn else label)
         ax.set_ylabel("best validation accuracy")
         ax.grid(alpha=0.3, which="both")
+        legends[ax] = handles
     figure.suptitle("accuracy against cost")
-    return save_figure(figure, out, dpi, show)
+    figure.canvas.draw()  # the layout settled: where points, ticks and labels will be
+    for ax, points, point_labels in labelled:
+        readable_log_ticks(ax)
+        place_labels(ax, points, point_labels)
+    for ax, handles in legends.items():
+        if handles:  # after the labels, so that "best" keeps clear of them
+            ax.legend(handles=handles, loc="best", fontsize="small")
+    return figure
+
+
+def readable_log_ticks(ax) -> None:
+    """Cost ticks formatted 100k, 1M, 10M: each decade and its 2 and 5 where those labels fit side
+    by side, else the decades alone (LogLocator skips decades by itself when even they would
+    crowd). Needs the figure drawn once, so that the axes have their width."""
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    for subs in ((1.0, 2.0, 5.0), (1.0,)):
+        ax.xaxis.set_major_locator(LogLocator(subs=subs))
+        if not any(left.x1 + LABEL_GAP > right.x0 for left, right in pairwise(tick_label_boxes(ax))):
+            return
+
+
+def tick_label_boxes(ax) -> list:
+    """The window extents of the x tick labels within the axes' span, left to right."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    boxes = [label.get_window_extent(renderer) for label in ax.xaxis.get_majorticklabels() if label.get_text()]
+    return sorted((box for box in boxes if frame.x0 <= (box.x0 + box.x1) / 2 <= frame.x1), key=lambda box: box.x0)
+
+
+def place_labels(ax, points: list[tuple[float, float]], labels: list[str]) -> None:
+    """Each point's label beside it, at the first of LABEL_OFFSETS where it stays inside the axes
+    and clear of the labels placed before and of the other points' markers (greedy: a crowded
+    point keeps the first offset)."""
+    from matplotlib.transforms import Bbox
+
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    radius = POINT_SIZE / 2 * ax.figure.dpi / 72
+    markers = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius)
+               for x, y in ax.transData.transform(points)]
+    placed = []
+    for position, (point, label) in enumerate(zip(points, labels)):
+        obstacles = placed + markers[:position] + markers[position + 1:]
+        annotation = ax.annotate(label, point, textcoords="offset points", xytext=LABEL_OFFSETS[0],
+                                 fontsize="small")
+        for offset in LABEL_OFFSETS:
+            annotation.xyann = offset
+            annotation.set_horizontalalignment("left" if offset[0] > 0 else "right")
+            box = annotation.get_window_extent(renderer)
+            if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) and not any(
+                    box.padded(LABEL_GAP).overlaps(other) for other in obstacles):
+                break
+        else:
+            annotation.xyann = LABEL_OFFSETS[0]
+            annotation.set_horizontalalignment("left")
+            box = annotation.get_window_extent(renderer)
+        placed.append(box)

@@ -2,13 +2,14 @@ import csv
 import math
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from cnnlab.cli import app
-from cnnlab.evaluation import EVAL_COLUMNS, evaluate, score
+from cnnlab.evaluation import EVAL_COLUMNS, confusion_figure, evaluate, score
 from cnnlab.training import TrainConfig, train
 
 runner = CliRunner()
@@ -144,3 +145,15 @@ def test_eval_on_another_data_set_keeps_the_runs_own_results(default_run, tmp_pa
     assert refused.exit_code == 1
     assert refused.stderr == ("error: first (3 channel(s), 2 classes) does not fit lenet trained on digits "
                               "(1 channel(s), 10 classes)\n")
+
+
+def test_confusion_figure_is_titled_with_the_run_checkpoint_and_epoch():
+    labels = torch.arange(10).repeat(3)
+    result = score(10 * torch.nn.functional.one_hot(labels, 10).float(), labels, list(map(str, range(10))))
+    result.checkpoint, result.epoch, result.data = Path("runs/lenet-digits-20250101-120000/best.pt"), 4, "digits"
+    figure = confusion_figure(result)
+    title = figure.axes[0].title
+    assert title.get_text() == "lenet-digits-20250101-120000/best.pt, epoch 4\ndigits: top-1 1.0000 (30 images)"
+    figure.canvas.draw()
+    box, outer = title.get_window_extent(), figure.bbox
+    assert outer.x0 <= box.x0 and box.x1 <= outer.x1 and box.y1 <= outer.y1

@@ -188,10 +188,12 @@ def test_compare_plot_writes_validation_curves_and_an_efficiency_figure(tmp_path
     make_run(runs_dir, "b-lenet", model="lenet", ceiling=0.95, params=60_000, macs=400_000)
     make_run(runs_dir, "c-big", model="big_net", ceiling=0.93, params=900_000, macs=9_000_000)
     out = tmp_path / "cmp.svg"
-    result = invoke("compare", "--runs-dir", runs_dir, "--plot", out, "-f", "csv")
+    table = tmp_path / "cmp.csv"
+    result = invoke("compare", "--runs-dir", runs_dir, "--plot", out, "-o", table)
     assert result.exit_code == 0, result.output
     efficiency = tmp_path / "cmp_efficiency.svg"
-    assert f"wrote {out}\nwrote {efficiency}" in result.stderr
+    assert result.stderr.splitlines() == [f"wrote {table}", f"wrote {out}", f"wrote {efficiency}"]  # every file
+    assert table.read_text().startswith("name,model,data,")
 
     _, curve_axes = svg_axes(out)
     assert len(curve_axes) == 2
@@ -245,3 +247,56 @@ def test_many_runs_keep_the_axes_whole_distinct_colours_and_the_legend_clear_of_
     assert all(legend.y1 <= ax.get_window_extent().y0 for ax in many.axes)  # below the axes, not over them
     colours = {to_hex(line.get_color()) for line in many.axes[1].get_lines() if line.get_linestyle() == "-"}
     assert len(colours) == count  # no two runs share a colour
+
+
+# -- the efficiency figure ---------------------------------------------------------------------------
+
+def efficiency_of(runs_dir, dpi: int = 60):
+    from cnnlab.compare import compare_runs
+    from cnnlab.plots import efficiency_figure
+
+    figure = efficiency_figure(compare_runs(runs_dir=runs_dir), dpi=dpi)
+    figure.canvas.draw()
+    return figure
+
+
+def overlapping(boxes) -> list[tuple]:
+    return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+
+
+@pytest.mark.parametrize("dpi", [60, 150])
+def test_efficiency_tick_labels_and_point_labels_never_overlap(tmp_path, dpi):
+    # six decades of MACs (where 200k, 500k, 1M ... collided), and three runs crowded at one point
+    make_run(tmp_path, "tiny", model="mlp", ceiling=0.90, params=20_000, macs=20_000)
+    for name, ceiling in (("lenet-a", 0.950), ("lenet-b", 0.951), ("lenet-c", 0.949)):
+        make_run(tmp_path, name, model="lenet", ceiling=ceiling)
+    make_run(tmp_path, "huge", model="vgg16", ceiling=0.93, params=138_000_000, macs=15_000_000_000)
+    figure = efficiency_of(tmp_path, dpi)
+    renderer = figure.canvas.get_renderer()
+    for ax in figure.axes:
+        frame = ax.get_window_extent(renderer)
+        ticks = [label for label in ax.get_xticklabels()
+                 if label.get_text() and frame.x0 <= label.get_window_extent(renderer).x0 <= frame.x1]
+        assert len(ticks) >= 3 and all(re.fullmatch(r"\d+[kMG]?", t.get_text()) for t in ticks)
+        assert not overlapping([t.get_window_extent(renderer) for t in ticks]), [t.get_text() for t in ticks]
+        labels = [text.get_window_extent(renderer) for text in ax.texts]
+        assert sorted(text.get_text() for text in ax.texts) == ["lenet-a", "lenet-b", "lenet-c", "mlp", "vgg16"]
+        assert not overlapping(labels)
+        assert all(frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+                   for box in labels)
+
+
+def test_efficiency_draws_unfinished_runs_hollow_and_says_so(tmp_path):
+    from matplotlib.colors import to_hex
+
+    make_run(tmp_path, "done", model="mlp", ceiling=0.90, params=50_000, macs=50_000)
+    make_run(tmp_path, "halfway", model="lenet", epochs=10, finished=4)
+    figure = efficiency_of(tmp_path)
+    for ax in figure.axes:
+        points = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        hollow = {to_hex(line.get_markeredgecolor()): line.get_markerfacecolor() == "none" for line in points}
+        assert hollow == {RUN_COLOURS[0]: False, RUN_COLOURS[1]: True}  # done filled, halfway hollow
+        legend = ax.get_legend()
+        assert [text.get_text() for text in legend.get_texts()] == ["efficiency frontier",
+                                                                     "unfinished: fewer epochs than planned"]
+        assert legend.legend_handles[1].get_markerfacecolor() == "none"

@@ -30,6 +30,17 @@ def drawn_arrays(figure):
     return [[image.get_array() for image in ax.images] for ax in figure.axes if ax.images]
 
 
+def drawn_extents(figure, *texts):
+    """The window extents of ``texts`` once the figure is laid out and drawn."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    return [text.get_window_extent(renderer) for text in texts]
+
+
+def inside(box, outer) -> bool:
+    return outer.x0 <= box.x0 and box.x1 <= outer.x1 and outer.y0 <= box.y0 and box.y1 <= outer.y1
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """LeNet (ReLU) trained for two epochs on the embedded digits, with the small recipe's whole
@@ -79,6 +90,26 @@ def test_filters_grid_shows_colour_kernels_with_zero_at_grey():
     assert torch.all(torch.as_tensor(grid[0:3, 0:3]) == 0.5)  # an all-zero kernel is all grey
 
 
+@pytest.mark.parametrize("in_channels, caption, bar_labels", [
+    (1, "red positive, blue negative weights, white 0;\neach kernel scaled by its largest |weight|",
+     ["-largest", "0", "+largest"]),
+    (3, "each kernel scaled by its largest |weight|: grey is 0, a channel brighter\n"
+        "than grey a positive weight, darker a negative one", None),
+])
+def test_filters_grid_says_what_its_colours_mean(in_channels, caption, bar_labels):
+    model = nn.Sequential(nn.Conv2d(in_channels, 4, 3))
+    figure = filters(tiny_subject(model, (in_channels, 8, 8))).figure
+    grid_axes = figure.axes[0]
+    (caption_box,) = drawn_extents(figure, grid_axes.xaxis.label)
+    assert grid_axes.get_xlabel() == caption and inside(caption_box, figure.bbox)
+    if bar_labels is None:  # colour kernels: no single colour scale to show
+        assert len(figure.axes) == 1
+    else:
+        (bar,) = figure.axes[1:]
+        assert [label.get_text() for label in bar.get_yticklabels()] == bar_labels
+        assert list(bar.get_yticks()) == [0, 0.5, 1]  # the tiles' scale: 0.5 is a zero weight
+
+
 # -------------------------------------------------------------------------- activations
 
 def test_activations_draw_the_layers_outputs(digits_run):
@@ -96,6 +127,15 @@ def test_activations_draw_the_layers_outputs(digits_run):
         expected = (first - first.min()) / (first.max() - first.min())
         assert torch.allclose(torch.as_tensor(drawn[:h, :w]), expected, atol=1e-6)
     assert {row["layer"] for row in picture.rows} == {"features.1", "features.4"}
+
+
+def test_each_feature_map_panel_names_its_layer_and_map_size():
+    model = nn.Sequential(nn.Conv2d(1, 40, 3), nn.ReLU(), nn.Conv2d(40, 6, 3))
+    images = torch.randint(0, 256, (1, 1, 12, 12), dtype=torch.uint8)
+    figure = activations(tiny_subject(model, (1, 12, 12), test_images=images), layers=["1", "2"]).figure
+    titles = [ax.title for ax in figure.axes[1:]]
+    assert [title.get_text() for title in titles] == ["1 · 40 maps 10×10, first 32 shown", "2 · 6 maps 8×8"]
+    assert all(inside(box, figure.bbox) for box in drawn_extents(figure, *titles))
 
 
 def test_layer_outputs_of_a_dag_model_match_its_modules():
@@ -145,6 +185,20 @@ def test_rf_box_of_vgg16_conv5_3_spans_196_pixels_and_is_clipped_at_the_border(m
     assert corner.rows[0]["box_right"] == 105
 
 
+def test_a_single_rf_panel_wraps_its_title_inside_the_figure():
+    picture = receptive_field(load_subject("lenet_relu"), ["features.4"], samples=2)
+    figure = picture.figure
+    (title,) = figure.texts
+    (panel,) = figure.axes
+    title_box, caption_box = drawn_extents(figure, title, panel.title)
+    assert inside(title_box, figure.bbox), (title_box, figure.bbox)
+    assert title_box.y0 >= caption_box.y1  # above the panel's caption, not over it
+    assert len(title.get_text().splitlines()) > 2  # wrapped: one panel is narrower than the two lines
+    assert " ".join(title.get_text().split()) == (  # every word kept
+        "lenet_relu, random weights receptive field (box) and effective field: |gradient| over 2 random "
+        "inputs, dashed square 95% of it")
+
+
 @pytest.mark.slow
 def test_effective_field_is_smaller_than_the_theoretical_and_grows_with_depth():
     subject = load_subject("resnet18")
@@ -192,12 +246,46 @@ def test_grad_cam_highlights_the_only_region_that_can_matter():
                                                                          ("bottom-right", "bottom-right")]
     assert [ax.get_title() for ax in picture.figure.axes[:2]] == [
         "#0 true top-left, predicted top-left", "#1 true bottom-right, predicted bottom-right"]
+    assert [row["note"] for row in picture.rows] == [None, None] and not picture.figure.axes[0].texts
     first_heat, second_heat = (torch.as_tensor(arrays[1]) for arrays in drawn_arrays(picture.figure))
     assert first_heat[:8, :8].min() > 0.7 and first_heat[8:, :].max() == 0 and first_heat[:, 8:].max() == 0
     assert second_heat[8:, 8:].min() > 0.7 and second_heat[:8, :].max() == 0 and second_heat[:, :8].max() == 0
     # the class chosen decides the region: the other class's map on the same image
-    other, _ = grad_cam(subject.taps, subject.transform(images[:1]), "mul", classes=torch.tensor([1]))
+    other = grad_cam(subject.taps, subject.transform(images[:1]), "mul", classes=torch.tensor([1])).maps
     assert other[0, 8:, 8:].min() > 0.7 and other[0, :8, :].max() == 0
+
+
+def dead_after_the_conv():
+    """A ReLU that no image wakes after layer 0: no gradient of any score reaches it."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].bias.fill_(-1e3)
+    return model, "0"
+
+
+def everywhere_negative():
+    """TwoRegions with negated maps: the gradient reaches them, but every region lowers the score."""
+    model = TwoRegions()
+    with torch.no_grad():
+        model.features.weight.fill_(-1.0)
+    return model, "mul"
+
+
+@pytest.mark.parametrize("build, note", [(dead_after_the_conv, "no gradient reaches 0"),
+                                         (everywhere_negative, "no region of mul raises the score")])
+def test_a_blank_grad_cam_says_why_on_its_panel_and_in_its_row(build, note):
+    model, layer = build()
+    images = torch.full((2, 1, 16, 16), 200, dtype=torch.uint8)
+    subject = tiny_subject(model, (1, 16, 16), classes=["a", "b"], test_images=images,
+                           test_labels=torch.tensor([0, 1]))
+    picture = cam(subject, count=2, layers=[layer])
+    for ax, row in zip(picture.figure.axes, picture.rows):
+        (text,) = ax.texts
+        assert " ".join(text.get_text().split()) == note  # wrapped to the panel
+        (box,) = drawn_extents(picture.figure, text)
+        assert inside(box, ax.get_window_extent())
+        assert len(ax.images) == 1  # the image, no (blank) heat map over it
+        assert (row["note"], row["peak_row"], row["peak_column"]) == (note, None, None)
 
 
 # ---------------------------------------------------------------------------------- errors

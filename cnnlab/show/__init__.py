@@ -211,7 +211,8 @@ def activations(subject: Subject, image=None, layers: list[str] | None = None, d
     grids, rows = {}, []
     for name in layers:
         maps = outputs[name][0]
-        grids[f"{name} ({maps.shape[0]} maps{f', first {MAPS_SHOWN}' if maps.shape[0] > MAPS_SHOWN else ''})"] = (
+        grids[f"{name} · {maps.shape[0]} maps {maps.shape[1]}×{maps.shape[2]}"
+              f"{f', first {MAPS_SHOWN} shown' if maps.shape[0] > MAPS_SHOWN else ''}"] = (
             mosaic(scaled_maps(maps[:MAPS_SHOWN]), gap=max(1, maps.shape[-1] // 16)))
         rows += [dict(layer=name, channel=c, mean=float(m.mean()), min=float(m.min()), max=float(m.max()))
                  for c, m in enumerate(maps)]
@@ -280,9 +281,9 @@ def cam(subject: Subject, image=None, count: int = 8, layers: list[str] | None =
     taps = subject.taps
     layer = one_layer(layers, "cam") or default_stage_layers(taps)[-1]
     spatial_layer(taps, layer, "cam")
-    heat, logits = grad_cam(taps, subject.transform(images), layer)
+    heat, logits, reached = grad_cam(taps, subject.transform(images), layer)
     probabilities = logits.softmax(1)
-    rows, captions = [], []
+    rows, captions, notes = [], [], []
     for i, index in enumerate(indices):
         top = probabilities[i].topk(min(3, probabilities.shape[1]))
         predicted = int(top.indices[0])
@@ -293,12 +294,21 @@ def cam(subject: Subject, image=None, count: int = 8, layers: list[str] | None =
             captions.append(f"#{index} true {row['true']}, predicted {row['predicted']}")
         else:
             captions.append("\n".join(f"{_class_name(subject, int(c))} {p:.0%}" for p, c in zip(*top)))
-        peak = divmod(int(heat[i].argmax()), heat.shape[2])
-        rows.append({**row, "peak_row": peak[0], "peak_column": peak[1]})
+        notes.append(_blank_cam_note(layer, bool(reached[i])) if heat[i].max() == 0 else None)
+        # a blank map has no peak: argmax would name its first pixel
+        peak = divmod(int(heat[i].argmax()), heat.shape[2]) if notes[-1] is None else (None, None)
+        rows.append({**row, "peak_row": peak[0], "peak_column": peak[1], "note": notes[-1]})
     figure = draw.overlay_figure(draw.as_picture(images, subject.input_size[1:]), heat, captions,
-                                 f"{subject.description}\nGrad-CAM of the predicted class on {layer}", dpi)
+                                 f"{subject.description}\nGrad-CAM of the predicted class on {layer}", dpi,
+                                 notes=notes)
     stem = f"cam-{layer}" + (f"-{indices[0]}" if image is not None and indices[0] is not None else "")
     return Picture(figure, rows, stem)
+
+
+def _blank_cam_note(layer: str, reached: bool) -> str:
+    """Why a Grad-CAM map is all zero: the score does not depend on the layer at all (a dead
+    ReLU after it, say), or every region of its maps lowers the score (the ReLU of Grad-CAM)."""
+    return f"no gradient reaches {layer}" if not reached else f"no region of {layer} raises the score"
 
 
 def one_layer(layers: list[str] | None, view: str) -> str | None:
@@ -339,7 +349,7 @@ def errors(subject: Subject, count: int = 32, dpi: int = 150) -> Picture:
              + (f", first {len(shown)} shown" if len(shown) < len(wrong) else ""))
     if not shown:
         figure, _ = draw.grid_figure(1, dpi=dpi)
-        figure.suptitle(title)
+        draw.fitted_title(figure, title)
     else:
         figure = draw.overlay_figure(draw.as_picture(subject.test_images[shown], subject.input_size[1:]), None, captions, title, dpi,
                                      columns=min(8, len(shown)))

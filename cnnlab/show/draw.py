@@ -8,6 +8,7 @@ writes it. Images are drawn with ``imshow`` so a test can read back exactly what
 from __future__ import annotations
 
 import math
+import textwrap
 
 import torch
 
@@ -15,6 +16,8 @@ PANEL_INCHES = 3.2      # side of one square panel
 CAPTION_FONT = "small"
 DIVERGING = "RdBu_r"    # kernels of one channel: blue negative, white zero, red positive
 HEAT = "inferno"        # gradient mass and class activation
+TITLE_WIDTH_SHARE = 0.96  # of the figure's width a title may take
+NOTE_COLUMNS = 22        # characters a line of a note across a 2.4-inch panel holds
 
 
 def grid_figure(panels: int, columns: int | None = None, dpi: int = 150, inches: float = PANEL_INCHES):
@@ -33,6 +36,21 @@ def grid_figure(panels: int, columns: int | None = None, dpi: int = 150, inches:
     for ax in axes[panels:]:
         ax.set_visible(False)
     return figure, list(axes[:panels])
+
+
+def fitted_title(figure, title: str):
+    """The figure's title, its lines wrapped at spaces until it fits the figure's width: a
+    one-panel figure is narrower than a run's description, and constrained layout makes room
+    above the panels for the lines but not beside the figure for their length."""
+    text = figure.suptitle(title, fontsize="medium")
+    renderer = figure.canvas.get_renderer()
+    room = TITLE_WIDTH_SHARE * figure.bbox.width
+    lines = title.splitlines()
+    columns = max(map(len, lines))
+    while text.get_window_extent(renderer).width > room and columns > 10:
+        columns -= 2
+        text.set_text("\n".join(textwrap.fill(line, columns, break_long_words=False) for line in lines))
+    return text
 
 
 def show_image(ax, image: torch.Tensor, **kwargs):
@@ -68,10 +86,16 @@ def filters_figure(grid: torch.Tensor, title: str, dpi: int):
     ax.set_yticks([])
     if grid.dim() == 3:
         show_image(ax, grid)
+        ax.set_xlabel("each kernel scaled by its largest |weight|: grey is 0, a channel brighter\n"
+                      "than grey a positive weight, darker a negative one", fontsize=CAPTION_FONT)
     else:
-        show_image(ax, grid, cmap=DIVERGING, vmin=0, vmax=1)
+        image = show_image(ax, grid, cmap=DIVERGING, vmin=0, vmax=1)
+        bar = figure.colorbar(image, ax=ax, shrink=0.8, ticks=[0, 0.5, 1])
+        bar.ax.set_yticklabels(["-largest", "0", "+largest"], fontsize=CAPTION_FONT)
+        ax.set_xlabel("red positive, blue negative weights, white 0;\n"
+                      "each kernel scaled by its largest |weight|", fontsize=CAPTION_FONT)
     ax.set_facecolor("white")
-    figure.suptitle(title, fontsize="medium")
+    fitted_title(figure, title)
     return figure
 
 
@@ -83,7 +107,7 @@ def activations_figure(picture: torch.Tensor, grids: dict, title: str, dpi: int)
     for ax, (caption, grid) in zip(axes[1:], grids.items()):
         show_image(ax, grid, cmap="viridis", vmin=0, vmax=1)
         ax.set_title(caption, fontsize=CAPTION_FONT)
-    figure.suptitle(title, fontsize="medium")
+    fitted_title(figure, title)
     return figure
 
 
@@ -109,18 +133,23 @@ def receptive_field_figure(panels: list[dict], title: str, dpi: int):
         ax.set_ylim(mass.shape[0] - 0.5, -0.5)
         ax.set_title(panel["caption"], fontsize=CAPTION_FONT)
     axes[0].legend(loc="lower left", fontsize="x-small", framealpha=0.6)
-    figure.suptitle(title, fontsize="medium")
+    fitted_title(figure, title)
     return figure
 
 
 def overlay_figure(pictures: torch.Tensor, heat: torch.Tensor | None, captions: list[str], title: str,
-                   dpi: int, columns: int | None = None):
-    """Images in a grid with their captions; a heat map over each when ``heat`` is given."""
+                   dpi: int, columns: int | None = None, notes: list[str | None] | None = None):
+    """Images in a grid with their captions; a heat map over each when ``heat`` is given, except
+    where ``notes`` has a note, written across the image instead (why its heat map is blank)."""
     figure, axes = grid_figure(len(pictures), columns=columns, dpi=dpi, inches=2.4)
-    for i, (ax, picture, caption) in enumerate(zip(axes, pictures, captions)):
+    notes = notes or [None] * len(pictures)
+    for i, (ax, picture, caption, note) in enumerate(zip(axes, pictures, captions, notes)):
         show_image(ax, picture)
-        if heat is not None:
+        if note is not None:
+            ax.text(0.5, 0.5, textwrap.fill(note, NOTE_COLUMNS), transform=ax.transAxes, ha="center", va="center", fontsize="x-small",
+                    bbox=dict(boxstyle="round", facecolor="white", alpha=0.85))
+        elif heat is not None:
             show_image(ax, heat[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
         ax.set_title(caption, fontsize="x-small")
-    figure.suptitle(title, fontsize="medium")
+    fitted_title(figure, title)
     return figure

@@ -15,6 +15,7 @@ import difflib
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -226,11 +227,16 @@ def centred_square_side(mass: torch.Tensor, centre: tuple[float, float], share: 
 # ------------------------------------------------------------------------------ Grad-CAM
 
 
-def grad_cam(taps: LayerTaps, images: torch.Tensor, layer: str, classes: torch.Tensor | None = None):
+class GradCam(NamedTuple):
+    maps: torch.Tensor        # N x H x W in [0, 1]; all zero where nothing raises the score
+    logits: torch.Tensor      # N x K
+    reached: torch.Tensor     # N booleans: some gradient of the score reaches the layer's maps
+
+
+def grad_cam(taps: LayerTaps, images: torch.Tensor, layer: str, classes: torch.Tensor | None = None) -> GradCam:
     """Grad-CAM (Selvaraju et al. 2017) on ``layer`` for each image: the layer's maps weighted by
     the spatial mean of the class score's gradient, summed over channels, ReLU, upsampled to
-    the input and scaled to [0, 1]. ``classes`` defaults to the predicted ones.
-    Returns (maps N x H x W, logits N x K)."""
+    the input and scaled to [0, 1]. ``classes`` defaults to the predicted ones."""
     images = images.detach()
     with torch.enable_grad():  # the maps need a gradient: the weights keep requires_grad here
         layer_name = taps.row(layer).name
@@ -246,7 +252,7 @@ def grad_cam(taps: LayerTaps, images: torch.Tensor, layer: str, classes: torch.T
     cam = F.relu((weights * maps).sum(1, keepdim=True)).detach()
     cam = F.interpolate(cam, size=images.shape[2:], mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
-    return cam / peak, logits.detach()
+    return GradCam(cam / peak, logits.detach(), gradient.flatten(1).ne(0).any(1))
 
 
 def _last(taps: LayerTaps) -> str:

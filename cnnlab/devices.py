@@ -7,6 +7,9 @@ in one place for training, evaluation and the benchmarks.
                                memory_format=placement.memory_format)   # cnnlab.data
     with placement.autocast():
         logits = model(transform(images))
+
+``Placement.choose`` is the rule (what evaluation, summaries and a resumed run use); a new
+training run left to decide times the candidates the rule leaves open (cnnlab.speed).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 ``--amp auto`` and an unset ``--channels-last`` leave several placements that compute the same
 training (within seed-to-seed noise: tests/test_train.py) at different speeds, and which is
-fastest depends on the model as much as on the device: on a 2-core CPU with bf16 in hardware,
-bf16 autocast trains ResNet-18 faster and VGG-11 (whose step is mostly casting its large
-classifier's weights) slower than fp32. So, as cuDNN's benchmark mode picks a convolution
+fastest depends on the model and the batch as much as on the device (on a 2-core CPU with bf16
+in hardware: LeNet at batch 256 2.5 times faster in bf16, at batch 64 about as fast in either;
+VGG-11, whose step is mostly its large classifier's weights, faster or slower in bf16 from one
+measurement to the next). So, as cuDNN's benchmark mode picks a convolution
 algorithm, the run times a few training steps of each candidate on its own model and batch
 and keeps the fastest. The choice and its figures are printed, recorded in config.json
 (``speed_trial``) and cached per machine, model, input, batch and optimiser beside the device

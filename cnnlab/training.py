@@ -167,6 +167,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     transform = BatchTransform(input_size[1:], mean, std, crop_padding=config.crop_padding, flip=config.flip,
                                device=placement.device, memory_format=placement.memory_format)
     optimizer = make_optimizer(config, model)
+    kernel = "fused" if optimizer.defaults.get("fused") else "default"
     scaler = torch.amp.GradScaler(world.device.type, enabled=placement.amp == "fp16")
 
     # 4) the run directory: a new one (locked), or the resumed one at its last.pt
@@ -180,7 +181,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                 config = replace(config, name=run.name)
                 record = describe_run(config, dataset, input_size, world, mean, std, summary.totals, from_recipe)
                 record = replace(record, model_source=source_record(config.model, run.path), device_peak=device_peak,
-                                 speed_trial=speed_trial and speed_trial.record())
+                                 speed_trial=speed_trial and speed_trial.record(), optimizer_kernel=kernel)
                 atomic_write_text(run.path / "summary.csv", to_csv(summary))
                 run.write_record(record)
         except BaseException:
@@ -196,7 +197,8 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             last.restore(optimizer, scaler, run.path / "last.pt")
             history, best_val_acc, best_epoch = list(last.history), last.best_val_acc, last.best_epoch
         if world.is_main:
-            record = replace(extended(record, config, len(history), world), device_peak=device_peak)
+            record = replace(extended(record, config, len(history), world), device_peak=device_peak,
+                             optimizer_kernel=kernel)
             run.write_record(record)
 
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
@@ -212,6 +214,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
             reporter.start(warmup_note)
         if speed_trial:
             reporter.start(speed_trial.describe())
+        reporter.start(describe_optimizer_kernel(config.optimizer, kernel))
         seconds = epoch_seconds(cost.per_image.train_flops, len(dataset.train_labels), placement)
         reporter.start(describe_cost(cost, free, seconds, placement))
         slow = slow_epoch_note(seconds, len(dataset.train_labels), placement, input_size, spec,
@@ -703,6 +706,13 @@ def device_free_memory(device: torch.device) -> int | None:
         return free_memory(device)
     except UsageError:
         return None
+
+
+def describe_optimizer_kernel(kind: str, kernel: str) -> str:
+    """The start line on the optimiser's implementation (make_optimizer chooses it)."""
+    if kernel == "fused":
+        return f"optimizer: {kind} in PyTorch's fused kernel (one kernel updates every parameter)"
+    return f"optimizer: {kind} in PyTorch's default implementation (this device has no fused kernel for it)"
 
 
 def describe_cost(cost, free: int | None, seconds: float, placement) -> str:

@@ -316,6 +316,15 @@ def test_config_records_the_speed_options_its_trial_chose(default_run):
     assert config["channels_last"] is (layout == "channels-last")
 
 
+def test_config_records_whether_the_optimizer_runs_in_pytorchs_fused_kernel(default_run):
+    try:  # what this PyTorch offers for lenet's AdamW on the CPU
+        torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], fused=True)
+        expected = "fused"
+    except (RuntimeError, ValueError):
+        expected = "default"
+    assert default_run.read_record().optimizer_kernel == expected
+
+
 def test_channels_last_and_bf16_keep_the_learning_curve_of_plain_fp32(tmp_path):
     """The fast defaults change how the arithmetic rounds, not what the run learns."""
     def curve(**options):

@@ -13,9 +13,11 @@ from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError, NotARun, first_line
 
 CONFIG_FILE = "config.json"
+OPTIMIZER_KERNELS = ("fused", "default")
 # what may differ between a run's config.json and the record in its checkpoints: a resume may raise
 # the epochs and move the run to another device (which decides the precision and memory format)
-CHANGED_BY_RESUME = ("epochs", "device", "amp", "channels_last", "extended", "world_size", "device_peak")
+CHANGED_BY_RESUME = ("epochs", "device", "amp", "channels_last", "extended", "world_size", "device_peak",
+                     "optimizer_kernel")
 
 
 @dataclass
@@ -44,6 +46,8 @@ class RunRecord:
     device_peak: dict | None = None
     # how --amp auto and channels-last were decided: each candidate's images/s (cnnlab.speed)
     speed_trial: dict | None = None
+    # "fused" (PyTorch's one-kernel optimiser step, where the device has it) or "default"
+    optimizer_kernel: str | None = None
 
     def to_json(self) -> dict:
         """The flat layout of config.json: the options, then the rest."""
@@ -134,6 +138,7 @@ _CHECKS = {
     "model_source": lambda v: isinstance(v, dict) and all(isinstance(value, str) for value in v.values()),
     "device_peak": lambda v: isinstance(v, dict) and isinstance(v.get("flops_per_second"), (int, float))
     and v["flops_per_second"] > 0,
+    "optimizer_kernel": lambda v: v in OPTIMIZER_KERNELS,
     "speed_trial": lambda v: isinstance(v, dict) and isinstance(v.get("images_per_second"), dict)
     and v.get("chosen") in v["images_per_second"],
 }
@@ -145,6 +150,7 @@ _EXPECTED = {
     "git_commit": "a string", "created": "a string", "extended": "a list of objects",
     "model_source": "an object of strings", "device_peak": "an object with a positive flops_per_second",
     "speed_trial": "an object whose chosen names one of its images_per_second",
+    "optimizer_kernel": " or ".join(OPTIMIZER_KERNELS),
 }
 
 

@@ -59,21 +59,9 @@ def render_table(summary, depth: int | None = None, explain: bool = False):
     """A rich renderable: the layer table (at a narrow width without the columns in
     NARROW_DROP_ORDER, named under it), the totals, any warnings and, with ``explain``, the
     arithmetic of every layer that has some."""
-    from cnnlab.render import FittedTable
-
-    columns = [dict(header=header, justify=justify) for header, justify in (
-        ("Layer", "left"), ("Type", "left"), ("Output", "right"), ("Params", "right"), ("MACs", "right"),
-        ("RF", "right"), ("Jump", "right"), ("Start", "right"))]
-    rows, styles = [], []
-    for row in summary.rows(depth, headers=True):
-        heading = row.is_container and (depth is None or row.depth < depth)
-        size, jump, start = _field_cells(row)
-        rows.append([Text("  " * (row.depth - 1) + row.name), row.type, _shape(row.output_shape),
-                     f"{row.params:,}", f"{row.macs:,}", size, jump, start])
-        styles.append("dim" if heading else None)
-    table = FittedTable(columns, rows, drop_order=NARROW_DROP_ORDER, row_styles=styles,
-                        title=f"{summary.model} · input {_shape(summary.input_size)}", title_justify="left",
-                        show_edge=False, pad_edge=False)
+    table = _layer_table(summary.rows(depth, headers=True), depth, ("Output", "Params", "MACs", "RF", "Jump", "Start"),
+                         lambda row: [_shape(row.output_shape), f"{row.params:,}", f"{row.macs:,}", *_field_cells(row)],
+                         NARROW_DROP_ORDER, f"{summary.model} · input {_shape(summary.input_size)}")
     parts = [table, Text(""), Text(_totals_text(summary))]
     parts += [Text(f"warning: {warning}", style="yellow") for warning in summary.warnings]
     if explain:
@@ -83,6 +71,22 @@ def render_table(summary, depth: int | None = None, explain: bool = False):
                 parts.append(Text(f"{row.name} ({row.type})", style="bold"))
                 parts.append(_arithmetic_grid(row.explain.lines()))
     return Group(*parts)
+
+
+def _layer_table(layer_rows, depth: int | None, headings: tuple[str, ...], cells, drop_order, title: str):
+    """Rows of layers as a table that fits the screen (cnnlab.render.FittedTable): each layer's
+    name indented by its depth and its type, then ``cells(row)`` under ``headings`` (aligned
+    right); a container whose layers are listed below it is dim."""
+    from cnnlab.render import FittedTable
+
+    columns = [dict(header="Layer", justify="left"), dict(header="Type", justify="left")]
+    columns += [dict(header=heading, justify="right") for heading in headings]
+    rows, styles = [], []
+    for row in layer_rows:
+        rows.append([Text("  " * (row.depth - 1) + row.name), row.type, *cells(row)])
+        styles.append("dim" if row.is_container and (depth is None or row.depth < depth) else None)
+    return FittedTable(columns, rows, drop_order=drop_order, row_styles=styles, title=title, title_justify="left",
+                       show_edge=False, pad_edge=False)
 
 
 def _arithmetic_grid(lines: list[str]):
@@ -190,19 +194,11 @@ def cost_to_json(cost, depth: int | None = None) -> str:
 def render_cost_table(cost, depth: int | None = None):
     """The training cost: FLOPs of one image and bytes kept for backward at the batch size, per
     layer; the totals; the memory of one step; the convention."""
-    from cnnlab.render import FittedTable
-
-    title = f"{cost.model} · {_shape(cost.input_size)} · batch {cost.batch_size} · {_optimizer_text(cost)} · amp {cost.amp}"
-    columns = [dict(header=header, justify=justify) for header, justify in (
-        ("Layer", "left"), ("Type", "left"), ("Fwd FLOPs", "right"), ("Bwd FLOPs", "right"), ("Kept for bwd", "right"))]
-    rows, styles = [], []
-    for row in cost.rows(depth, headers=True):
-        heading = row.is_container and (depth is None or row.depth < depth)
-        rows.append([Text("  " * (row.depth - 1) + row.name), row.type, flop_text(row.forward_flops),
-                     flop_text(row.backward_flops), byte_text(row.saved_bytes)])
-        styles.append("dim" if heading else None)
-    table = FittedTable(columns, rows, drop_order=("Type",), row_styles=styles, title=title, title_justify="left",
-                        show_edge=False, pad_edge=False)
+    title = (f"{cost.model} · {_shape(cost.input_size)} · batch {cost.batch_size} · {_optimizer_text(cost)} · "
+             f"amp {cost.amp}")
+    table = _layer_table(cost.rows(depth, headers=True), depth, ("Fwd FLOPs", "Bwd FLOPs", "Kept for bwd"),
+                         lambda row: [flop_text(row.forward_flops), flop_text(row.backward_flops),
+                                      byte_text(row.saved_bytes)], ("Type",), title)
     m, one, batch = cost.memory, cost.per_image, cost.per_batch
     lines = [
         f"FLOPs per image: fwd {flop_text(one.forward_flops)} + bwd {flop_text(one.backward_flops)} "

@@ -117,7 +117,9 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
                    if name != "min_steps" and getattr(given, name) is None}
     model_kwargs = model_options(model_name, config.model_args or [])
     world.local_batch(config.batch_size)  # --batch-size is global: it must split evenly
-    speed.candidates(world.device, config.amp, config.channels_last)  # an --amp the device lacks fails here
+    # the rule's precision and memory format (an --amp the device lacks fails here); a new run may
+    # trade them for faster ones by trial once the model exists
+    rule = Placement.choose(world.device, config.amp, config.channels_last)
     data_dir = str(Path(config.data_dir or default_data_dir()).expanduser())
     resize = config.resize or spec.input_size[1]
     dataset = load_dataset(config.data, data_dir, image_size=resize, device=world.device)
@@ -139,23 +141,24 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
         INITS[config.init](model)
     summary = summarize(model, input_size=input_size)  # an input the model cannot take fails here
     mean, std = dataset.channel_stats() if config.normalize else ([0.0] * dataset.channels, [1.0] * dataset.channels)
+
     def step_cost(side: int, batch: int, placement: Placement):
         return training_cost(model, input_size=(input_size[0], side, side), batch_size=batch,
                              optimizer=config.optimizer, momentum=config.momentum if config.optimizer == "sgd" else 0.0,
                              amp=placement.amp, device=placement.device.type)
 
     # will a step fit? (asked of the rule's placement, before a speed trial would try one)
-    placement = Placement.choose(world.device, config.amp, config.channels_last)
-    cost = step_cost(input_size[1], world.local_batch(config.batch_size), placement)
-    free = device_free_memory(placement.device)
+    cost = step_cost(input_size[1], world.local_batch(config.batch_size), rule)
+    free = device_free_memory(rule.device)
     if config.fit_check is not False and free is not None and cost.memory.peak > free:
-        raise does_not_fit(cost, free, placement, input_size, world,
-                           peak_at=lambda side: step_cost(side, 1, placement).memory.peak
+        raise does_not_fit(cost, free, rule, input_size, world,
+                           peak_at=lambda side: step_cost(side, 1, rule).memory.peak
                            if fits(model, (input_size[0], side, side)) else None)
-    speed_trial = None
+    placement, speed_trial = rule, None
     if run is None:  # a resumed run keeps the placement it recorded
         placement, speed_trial = choose_placement(config, world, model, dataset, input_size, mean, std, data_dir)
-        cost = step_cost(input_size[1], world.local_batch(config.batch_size), placement)
+        if placement.amp != rule.amp:  # the cost depends on the precision, not on the memory format
+            cost = step_cost(input_size[1], world.local_batch(config.batch_size), placement)
     device_peak = peak_flops(placement, data_dir)  # what utilisation divides by
     # the options as the run trains with them, every "auto" and "decided by the data" settled, once
     config = replace(config, device=str(world.device), amp=placement.amp, channels_last=placement.channels_last,

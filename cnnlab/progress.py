@@ -104,7 +104,7 @@ class RichProgress(PlainLines):
         self.bar.start()
 
     def write(self, text: str) -> None:
-        self.bar.console.print(text, highlight=False, soft_wrap=True)
+        self.bar.console.print(text, highlight=False)  # wrapped between words at the terminal's width
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         super().epoch_start(epoch, epochs, steps)

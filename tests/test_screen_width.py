@@ -148,3 +148,19 @@ def test_the_app_help_lists_each_command_with_its_first_sentence_whole():
     assert "--install-completion" in text
     bare = CliRunner().invoke(app, [], terminal_width=WIDTH, prog_name="cnnlab")  # the same help, exit code 2
     assert bare.exit_code == 2 and "Usage: cnnlab [OPTIONS] COMMAND [ARGS]..." in bare.output
+
+
+def test_trainings_start_lines_wrap_between_words_at_80_columns(monkeypatch, capsys):
+    """The progress bar's lines above it (the run, the recipe, the speed trial) break between
+    words at the terminal's width, so that no number or path is split by the terminal."""
+    from cnnlab.progress import RichProgress
+
+    monkeypatch.setenv("COLUMNS", str(WIDTH))
+    line = ("speed trial: bf16, channels-last (16,626 images/s; bf16, contiguous 11,753; fp32, channels-last "
+            "12,910; fp32, contiguous 9,238; give --amp and --channels-last to choose)")
+    reporter = RichProgress()
+    reporter.start(line)
+    reporter.close()
+    lines = ANSI.sub("", capsys.readouterr().out).splitlines()
+    assert len(lines) > 1 and all(len(text.rstrip()) <= WIDTH for text in lines)
+    assert " ".join(text.strip() for text in lines if text.strip()) == line  # every word whole, in order

@@ -10,11 +10,13 @@ batch size, optimiser and learning rate, two ways in this one process, interleav
 warm-up (plain, cnnlab, plain, cnnlab ...):
 
 (a) plain: the loop a PyTorch tutorial writes -- fp32, contiguous tensors, the optimiser of the
-    recipe's kind with PyTorch's default implementation, torch's own thread count, the images
+    recipe's kind with PyTorch's default implementation, the recipe's loss (its label smoothing;
+    GoogLeNet's side heads), torch's own thread count, glibc's memory settings, the images
     already resized and normalised as float tensors (so the plain loop spends nothing on data);
 (b) cnnlab: ``cnnlab.training.run_epoch``, the loop ``cnnlab train`` runs, set up as
     ``cnnlab train`` sets it up: the precision and memory format its speed trial chooses
-    (cnnlab.speed), its optimiser kernels, its per-batch resize, normalisation and augmentation.
+    (cnnlab.speed), its optimiser kernels, freed host memory kept between steps
+    (cnnlab.host_memory), its per-batch resize, normalisation and augmentation.
 
 Printed per model: images/s of each (median of ``--repeats`` timed passes, each as many epochs of
 ``--steps`` steps as the plain loop trains in ``--seconds``), their ratio, and the utilisation of each -- training FLOPs per image
@@ -46,7 +48,7 @@ from cnnlab.distributed import World
 from cnnlab.models import create_model, default_recipe, list_models, model_spec
 from cnnlab.progress import PlainLines
 from cnnlab.summary import training_cost
-from cnnlab.training import TrainingParts, choose_placement, make_optimizer, run_epoch
+from cnnlab.training import TrainingParts, choose_placement, make_optimizer, run_epoch, training_loss
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from timing import write_rows  # noqa: E402  (sibling scripts)
@@ -57,16 +59,14 @@ TORCH_THREADS = torch.get_num_threads()  # torch's own count, before cnnlab fits
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
-def plain_epoch(model, optimizer, images, labels, batch_size: int, steps: int) -> None:
+def plain_epoch(model, optimizer, images, labels, batch_size: int, steps: int, loss_of) -> None:
     """The tutorial loop over ``steps`` random batches of ready float images."""
     model.train()
     order = torch.randperm(len(labels), device=labels.device)
     for step in range(steps):
         rows = order[step * batch_size:(step + 1) * batch_size]
         x, y = images[rows], labels[rows]
-        outputs = model(x)
-        logits = getattr(outputs, "logits", outputs)  # GoogLeNet's side heads: the main one
-        loss = F.cross_entropy(logits, y)
+        loss = loss_of(model, x, y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -112,10 +112,13 @@ def measure(name: str, args, device: torch.device, data_dir: str) -> dict:
                           steps_per_epoch=steps, world=world)
     epoch, passes = [0], [1]
 
+    def plain_loss(model, x, y):  # the run's loss (label smoothing, GoogLeNet's side heads), in fp32
+        return training_loss(model, x, y, Placement.choose(device, "off", False), config.label_smoothing)[0]
+
     def plain():
         torch.set_num_threads(TORCH_THREADS)
         for _ in range(passes[0]):
-            plain_epoch(plain_model, plain_optimizer, images, dataset.train_labels, batch, steps)
+            plain_epoch(plain_model, plain_optimizer, images, dataset.train_labels, batch, steps, plain_loss)
 
     def cnnlab():  # its thread count fitted to the load as `cnnlab train` fits it, epoch by epoch
         for _ in range(passes[0]):

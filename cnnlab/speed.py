@@ -29,6 +29,13 @@ SPEED_CACHE_FILE = "speed_choices.json"
 TRIAL_WARMUP_STEPS = 2  # the first steps choose kernels and allocate memory: not timed
 TRIAL_TIMED_STEPS = 3
 TRIAL_SECONDS = 1.0  # a slow model's candidate stops timing after this long (one step at least)
+# a fast model's candidate is timed over at least this long: a median of many steps of a few
+# milliseconds, where three of them had chosen LeNet's precision by noise (fp32 first by 15,609
+# against 13,733 images/s, then last)
+TRIAL_STEADY_SECONDS = 0.3
+# in each cache key: figures measured by an earlier way of training (before 2: freed host memory
+# returned to the system every step) are measured again
+TRIAL_VERSION = 2
 
 
 def candidates(device: torch.device, amp: str, channels_last: bool | None) -> list[Placement]:
@@ -81,7 +88,7 @@ def choose(options: list[Placement], images_per_second: Callable[[Placement], fl
         measured.append(True)
         return {label(placement): round(images_per_second(placement), 1) for placement in options}
 
-    figures = cached_figure(cache, f"{device_name(options[0].device)} | {key}", trial,
+    figures = cached_figure(cache, f"{device_name(options[0].device)} | trial {TRIAL_VERSION} | {key}", trial,
                             valid=lambda v: isinstance(v, dict) and set(v) == {label(p) for p in options}
                             and all(isinstance(r, (int, float)) and r >= 0 for r in v.values()) and max(v.values()) > 0)
     chosen = max(options, key=lambda placement: figures[label(placement)])
@@ -89,9 +96,10 @@ def choose(options: list[Placement], images_per_second: Callable[[Placement], fl
 
 
 def timed_steps(step: Callable[[], torch.Tensor], images: int) -> float:
-    """Images per second of the median of up to TRIAL_TIMED_STEPS calls of ``step`` (one training
-    step on ``images`` images, returning its loss), after up to TRIAL_WARMUP_STEPS untimed ones;
-    a step slower than TRIAL_SECONDS warms up once and is timed once, so that a large model's
+    """Images per second of the median of the timed calls of ``step`` (one training step on
+    ``images`` images, returning its loss), after up to TRIAL_WARMUP_STEPS untimed ones: at least
+    TRIAL_TIMED_STEPS or TRIAL_STEADY_SECONDS of them, whichever is more, except that a slow step
+    stops at TRIAL_SECONDS (one over it warms up once and is timed once), so that a large model's
     trial stays a few of its steps. Reading the loss waits for the device."""
     def seconds_of_one() -> float:
         started = time.perf_counter()
@@ -102,6 +110,6 @@ def timed_steps(step: Callable[[], torch.Tensor], images: int) -> float:
     for _ in range(TRIAL_WARMUP_STEPS - 1 if first < TRIAL_SECONDS else 0):
         seconds_of_one()
     seconds = [seconds_of_one()]
-    while len(seconds) < TRIAL_TIMED_STEPS and sum(seconds) < TRIAL_SECONDS:
+    while sum(seconds) < TRIAL_STEADY_SECONDS or (len(seconds) < TRIAL_TIMED_STEPS and sum(seconds) < TRIAL_SECONDS):
         seconds.append(seconds_of_one())
     return images / statistics.median(seconds)

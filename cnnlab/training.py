@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnlab
-from cnnlab import distributed, event_log, speed, threads
+from cnnlab import distributed, event_log, host_memory, speed, threads
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchTransform, ImageDataset, batches, default_data_dir, load_dataset, permute_pixels
 from cnnlab.devices import Placement, peak_flops
@@ -375,31 +375,37 @@ def run_epoch(parts: TrainingParts, epoch: int, reporter) -> tuple[float, float,
     batch_size = world.local_batch(config.batch_size)
     if world.rank:  # the other processes augment with random numbers of their own
         generator.manual_seed(epoch_seed(config.seed, epoch, world.rank))
-    sums = torch.zeros(3, device=device)  # loss sum, correct predictions, images
+    loss_sum = torch.zeros((), device=device)  # each batch's mean loss times its images
+    correct = torch.zeros((), dtype=torch.long, device=device)  # accumulated on the device: no waiting
+    count = 0
     first_lr = get_lr(config, (epoch - 1) * steps_per_epoch, steps_per_epoch)
     reporter.epoch_start(epoch, config.epochs, steps_per_epoch)
     started = time.perf_counter()
     train_batches = batches(dataset.train_images, dataset.train_labels, batch_size, order, steps_per_epoch)
-    for step, (images, y) in enumerate(train_batches):
-        x = transform(images, augment=True, generator=generator)
-        lr = get_lr(config, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, logits = training_loss(model, x, y, placement, config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if config.clip_grad is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        # new_full fills on the device; new_tensor would copy from the host and make a GPU wait
-        sums += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum(), sums.new_full((), len(y))])
-        if reporter.due():
-            loss_sum, correct, count = sums.tolist()
-            if not math.isfinite(loss_sum):
-                raise diverged(epoch, config)
-            reporter.step(step + 1, loss_sum / count, correct / count, count / (time.perf_counter() - started))
+    with host_memory.freed_memory_kept(device):
+        for step, (images, y) in enumerate(train_batches):
+            x = transform(images, augment=True, generator=generator)
+            lr = get_lr(config, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, logits = training_loss(model, x, y, placement, config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.clip_grad is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum.add_(loss.detach(), alpha=len(y))
+            correct.add_((logits.argmax(1) == y).sum())
+            count += len(y)
+            if reporter.due():
+                loss_so_far, correct_so_far = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+                if not math.isfinite(loss_so_far):
+                    raise diverged(epoch, config)
+                reporter.step(step + 1, loss_so_far / count, correct_so_far / count,
+                              count / (time.perf_counter() - started))
+    sums = torch.stack([loss_sum, correct.to(loss_sum.dtype), loss_sum.new_full((), count)])  # filled on the device
     loss_sum, correct, count = world.sum(sums).tolist()  # of all processes
     seconds = time.perf_counter() - started
     if not math.isfinite(loss_sum):
@@ -445,7 +451,7 @@ def choose_placement(config: TrainConfig, world, model: nn.Module, dataset, inpu
 
         cuda = [placement.device] if placement.device.type == "cuda" else []
         try:
-            with torch.random.fork_rng(devices=cuda):
+            with torch.random.fork_rng(devices=cuda), host_memory.freed_memory_kept(placement.device):
                 return speed.timed_steps(step, len(labels))
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
             if not out_of_memory(error):

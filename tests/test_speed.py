@@ -67,10 +67,11 @@ def test_the_trial_leaves_the_run_as_the_same_options_given_explicitly_train_it(
     assert [row["val_loss"] for row in auto.metrics.rows()] == [row["val_loss"] for row in explicit.metrics.rows()]
 
 
-@pytest.mark.parametrize("step_seconds, calls", [(0.01, 5), (0.6, 4), (2.0, 2)])
+@pytest.mark.parametrize("step_seconds, calls", [(1 / 16, 2 + 5), (0.125, 2 + 3), (0.6, 4), (2.0, 2)])
 def test_a_slow_step_is_warmed_up_and_timed_fewer_times(monkeypatch, step_seconds, calls):
-    """2 warm-up and 3 timed steps; a step over a second warms up once and is timed once; timing
-    stops once the timed steps add up to a second. A fake clock: no real time is measured."""
+    """2 warm-up steps, then timed ones until 3 of them and 0.3 s (a fast step: 5 of 1/16 s);
+    a step over a second warms up once and is timed once; timing stops once the timed steps add
+    up to a second. A fake clock: no real time is measured."""
     import cnnlab.speed
 
     clock, made = [0.0], []

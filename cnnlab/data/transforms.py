@@ -17,15 +17,18 @@ class BatchTransform:
                  crop_padding: int = 0, flip: bool = False, device="cpu",
                  memory_format=torch.contiguous_format):
         self.size = tuple(size)
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        # (x / 255 - mean) / std as one multiply-add on the 0..255 values: resizing, padding with
+        # zeros and flipping commute with it, so it comes last
+        std_tensor = torch.tensor(std, dtype=torch.float64)
+        self.scale = (1 / (255 * std_tensor)).float().view(1, -1, 1, 1).to(device)
+        self.shift = (-torch.tensor(mean, dtype=torch.float64) / std_tensor).float().view(1, -1, 1, 1).to(device)
         self.crop_padding = crop_padding
         self.flip = flip
         self.memory_format = memory_format
 
     def __call__(self, images: torch.Tensor, *, augment: bool = False,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        x = images.float().div_(255)
+        x = images.float()
         if tuple(x.shape[2:]) != self.size:
             shrinking = x.shape[2] > self.size[0] or x.shape[3] > self.size[1]
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=shrinking)
@@ -34,7 +37,7 @@ class BatchTransform:
         if augment and self.flip:
             flipped = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
             x = torch.where(flipped.view(-1, 1, 1, 1), x.flip(3), x)
-        x = (x - self.mean) / self.std
+        x = torch.addcmul(self.shift, x, self.scale)
         return x.contiguous(memory_format=self.memory_format)
 
 

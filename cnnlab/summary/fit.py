@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.errors import DeviceUnavailable, DoesNotFit, UsageError
+from cnnlab.host_memory import return_freed_memory
 from cnnlab.summary.cost import TrainingCost, training_cost
 
 LARGEST_BATCH = 1 << 20  # as TrainConfig's --batch-size
@@ -143,25 +144,12 @@ def _peak_start(device: torch.device) -> int:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         return torch.cuda.memory_allocated(device)
-    _return_free_memory()
+    return_freed_memory()  # else a step that reuses memory an earlier one freed measures as nothing
     try:  # writing 5 to clear_refs resets the resident high-water mark (Linux)
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
     return _status_bytes("VmRSS")
-
-
-def _return_free_memory() -> None:
-    """Hands the memory the C allocator keeps from freed tensors back to the system (glibc's
-    malloc_trim), so that the step's growth in resident size is its own: otherwise a step that
-    reuses memory an earlier one freed measures as nothing."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the growth may be understated
-        pass
 
 
 def _peak_since(device: torch.device, before: int) -> int:

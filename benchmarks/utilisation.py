@@ -108,8 +108,8 @@ def measure(name: str, args, device: torch.device, data_dir: str) -> dict:
                                device=placement.device, memory_format=placement.memory_format)
     parts = TrainingParts(forward=model, optimizer=make_optimizer(config, model),
                           scaler=torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),
-                          placement=placement, dataset=dataset, transform=transform, config=config,
-                          steps_per_epoch=steps, world=world)
+                          placement=placement, dataset=dataset, train_images=transform.resized_once(dataset.train_images),
+                          transform=transform, config=config, steps_per_epoch=steps, world=world)
     epoch, passes = [0], [1]
 
     def plain_loss(model, x, y):  # the run's loss (label smoothing, GoogLeNet's side heads), in fp32

@@ -206,7 +206,8 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
 
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
     parts = TrainingParts(forward=forward, optimizer=optimizer, scaler=scaler, placement=placement, dataset=dataset,
-                          transform=transform, config=config, steps_per_epoch=steps_per_epoch, world=world)
+                          train_images=transform.resized_once(dataset.train_images), transform=transform,
+                          config=config, steps_per_epoch=steps_per_epoch, world=world)
     reporter = make_reporter(progress if world.is_main else "none")
     reporter.start(describe_start(config, dataset, summary.totals.params, input_size, world, run, len(history)))
     if history and planned_before is not None and planned_before != config.epochs:
@@ -353,6 +354,7 @@ class TrainingParts:
     scaler: torch.amp.GradScaler
     placement: Placement
     dataset: ImageDataset
+    train_images: torch.Tensor  # the dataset's, or resized to the input size once (BatchTransform.resized_once)
     transform: BatchTransform
     config: TrainConfig
     steps_per_epoch: int
@@ -365,7 +367,7 @@ def run_epoch(parts: TrainingParts, epoch: int, reporter) -> tuple[float, float,
     dataset, transform, config, world = parts.dataset, parts.transform, parts.config, parts.world
     steps_per_epoch = parts.steps_per_epoch
     model.train()
-    device = dataset.train_images.device
+    device = parts.train_images.device
     threads.fit_to_load(device)  # on the CPU: as many threads as the cores other processes leave free
     # the epoch's randomness depends on (seed, epoch, rank) only: a resumed run repeats it exactly
     torch.manual_seed(epoch_seed(config.seed, epoch, world.rank))  # dropout and other in-model randomness
@@ -381,7 +383,7 @@ def run_epoch(parts: TrainingParts, epoch: int, reporter) -> tuple[float, float,
     first_lr = get_lr(config, (epoch - 1) * steps_per_epoch, steps_per_epoch)
     reporter.epoch_start(epoch, config.epochs, steps_per_epoch)
     started = time.perf_counter()
-    train_batches = batches(dataset.train_images, dataset.train_labels, batch_size, order, steps_per_epoch)
+    train_batches = batches(parts.train_images, dataset.train_labels, batch_size, order, steps_per_epoch)
     with host_memory.freed_memory_kept(device):
         for step, (images, y) in enumerate(train_batches):
             x = transform(images, augment=True, generator=generator)
@@ -473,12 +475,13 @@ def evaluate_split(model, placement, images, labels, transform, batch_size, worl
     world.share_buffers(model)  # rank 0's batch-norm statistics, as it saves them
     images, labels = world.shard(images), world.shard(labels)  # every image once, on one process
     sums = torch.zeros(3, device=images.device)  # loss sum, correct predictions, images
-    for batch, y in batches(images, labels, batch_size):
-        x = transform(batch)
-        with placement.autocast():
-            logits = model(x)
-        loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
-        sums += torch.stack([loss_sum, (logits.argmax(1) == y).sum(), sums.new_full((), len(y))])
+    with host_memory.freed_memory_kept(images.device):  # autocast's weight copies, each batch
+        for batch, y in batches(images, labels, batch_size):
+            x = transform(batch)
+            with placement.autocast():
+                logits = model(x)
+            loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+            sums += torch.stack([loss_sum, (logits.argmax(1) == y).sum(), sums.new_full((), len(y))])
     loss_sum, correct, count = world.sum(sums).tolist()  # the whole split
     return loss_sum / count, correct / count
 

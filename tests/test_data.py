@@ -64,6 +64,29 @@ def test_normalisation_uses_the_training_channel_statistics():
     assert x.mean().item() == pytest.approx(0, abs=1e-5) and x.std().item() == pytest.approx(1, abs=1e-3)
 
 
+@pytest.mark.parametrize("stored, size", [(8, 28), (40, 16), (28, 28)])
+def test_images_resized_once_give_the_batches_resizing_each_batch_gives(stored, size):
+    """train() resizes a small training set once (BatchTransform.resized_once); every batch it
+    then makes, augmented with the same random numbers, is the per-batch resize's, bit for bit."""
+    images = torch.randint(0, 256, (300, 3, stored, stored), dtype=torch.uint8)
+    transform = BatchTransform((size, size), [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], crop_padding=2, flip=True)
+    once = transform.resized_once(images)
+    assert once.shape == (300, 3, size, size) and (once is images) == (stored == size)
+    for rows in (torch.arange(64), torch.randperm(300)[:37]):
+        each, ahead = (transform(source[rows], augment=True, generator=torch.Generator().manual_seed(3))
+                       for source in (images, once))
+        assert torch.equal(each, ahead)
+
+
+def test_a_large_training_set_is_resized_batch_by_batch():
+    images = torch.zeros(40, 3, 8, 8, dtype=torch.uint8)
+    transform = BatchTransform((224, 224), [0.5] * 3, [0.25] * 3)
+    assert transform.resized_once(images) is not images
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("cnnlab.data.transforms.RESIZE_ONCE_BYTES", 40 * 3 * 224 * 224 * 4 - 1)  # one byte short
+        assert transform.resized_once(images) is images
+
+
 def test_augmentation_flips_and_shifts_each_image_reproducibly():
     images = torch.randint(0, 256, (64, 1, 6, 6), dtype=torch.uint8)
     flip = BatchTransform((6, 6), [0.0], [1.0], flip=True)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# a training set whose images at the input size take at most this many bytes as floats is
+# resized once before training rather than batch by batch: the embedded digits (8x8) at LeNet's
+# 28x28 take 4.5 MB, and their per-batch resize was 5 % of a LeNet step, a fifth of an MLP's
+RESIZE_ONCE_BYTES = 256 * 2**20
+
 
 class BatchTransform:
     """uint8 ``N x C x H x W`` images -> normalised float batches at the model's input size.
@@ -28,10 +33,8 @@ class BatchTransform:
 
     def __call__(self, images: torch.Tensor, *, augment: bool = False,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        x = images.float()
-        if tuple(x.shape[2:]) != self.size:
-            shrinking = x.shape[2] > self.size[0] or x.shape[3] > self.size[1]
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=shrinking)
+        """``images``: uint8, or 0..255 floats already at the input size (``resized_once``)."""
+        x = self.resize(images.float())
         if augment and self.crop_padding:
             x = random_crop(x, self.crop_padding, generator)
         if augment and self.flip:
@@ -39,6 +42,22 @@ class BatchTransform:
             x = torch.where(flipped.view(-1, 1, 1, 1), x.flip(3), x)
         x = torch.addcmul(self.shift, x, self.scale)
         return x.contiguous(memory_format=self.memory_format)
+
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[2:]) == self.size:
+            return x
+        shrinking = x.shape[2] > self.size[0] or x.shape[3] > self.size[1]
+        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=shrinking)
+
+    def resized_once(self, images: torch.Tensor) -> torch.Tensor:
+        """The training images as the loop should index them: resized to the input size once, as
+        0..255 floats, when they are another size and that copy is at most RESIZE_ONCE_BYTES
+        (each image is resized alone either way, so the batches are the same); else ``images``."""
+        if not isinstance(images, torch.Tensor) or tuple(images.shape[2:]) == self.size:
+            return images  # streamed from the host, or nothing to resize
+        if images.shape[:2].numel() * self.size[0] * self.size[1] * 4 > RESIZE_ONCE_BYTES:
+            return images
+        return torch.cat([self.resize(chunk.float()) for chunk in images.split(256)])
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None) -> torch.Tensor:

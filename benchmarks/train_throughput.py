@@ -8,9 +8,11 @@
     python benchmarks/train_throughput.py lenet --cnnlab default default+stream   # streamed vs on the device
 
 Both sides train the same model (same seed, Xavier init, plain SGD) on the same images for the
-same number of steps of the same batch size, in this one process, interleaved (textbook,
-cnnlab, textbook, cnnlab ...) after one warm-up epoch each; the table shows the median
-images/s of the timed repeats and the ratio to the fastest textbook variant.
+same number of steps of the same batch size, in this one process: the textbook variants first,
+interleaved among themselves after one warm-up epoch each, then cnnlab's likewise (so that what
+cnnlab's CPU epochs do to malloc's heap and settings, cnnlab.host_memory, cannot move the
+textbook's figures); the table shows the median images/s of the timed repeats and the ratio
+to the fastest textbook variant.
 
 (a) The textbook pipeline, as d2l's ``load_data_fashion_mnist(batch_size, resize)`` and
     ``train_ch6`` build it: a dataset object returning one PIL image per item (torchvision's
@@ -19,7 +21,8 @@ images/s of the timed repeats and the ratio to the fastest textbook variant.
     batch to the device, step, and read the loss and accuracy to the host every batch. A
     timed epoch includes starting the loader's workers, as every textbook epoch does.
 (b) cnnlab: ``cnnlab.training.run_epoch`` -- the loop ``cnnlab train`` runs -- over uint8 images
-    held on the device, resized and normalised per batch by ``cnnlab.data.BatchTransform``.
+    held on the device, resized to the input size once when the copy is small (as ``cnnlab
+    train`` does; else per batch) and normalised per batch by ``cnnlab.data.BatchTransform``.
     ``--cnnlab`` variants: ``default`` (what ``cnnlab train`` picks on this device), ``plain``
     (fp32, contiguous: the textbook's arithmetic), or those with ``+bf16``, ``+fp16``,
     ``+channels-last``, ``+compile``, e.g. ``--cnnlab default plain plain+compile``; ``+stream``
@@ -311,21 +314,27 @@ def main() -> None:
         pipelines[f"cnnlab {side.name}"] = (lambda side=side: cnnlab_epoch(side), side.parts.placement.amp, True,
                                             side.threads)
 
-    # 3) interleaved timing: every pipeline once per round; round 0 is the warm-up
+    # 3) timing, round by round, each pipeline of a group once per round (round 0 the warm-up):
+    #    the textbook's group first, alone, so that what cnnlab's epochs do to malloc's heap and
+    #    settings (cnnlab.host_memory) cannot move it: interleaved with them, the textbook's LeNet
+    #    at batch 256 ran at 5,936 or 7,706 images/s depending on those settings; alone 7,646
     print(f"{args.model} on {args.data} at {args.size}x{args.size}, batch {args.batch_size}, "
           f"{args.steps} steps ({args.steps * args.batch_size:,} images) per epoch, {device}")
     times = {name: [] for name in pipelines}
+    groups = [[name for name in pipelines if pipelines[name][2] == is_cnnlab] for is_cnnlab in (False, True)]
     with outside_load(), background_load(args.background_load):
         print(describe_machine(device))
-        for repeat in range(args.repeats + 1):
-            for name, (epoch, _, is_cnnlab, fixed_threads) in pipelines.items():
-                set_cudnn_benchmark(is_cnnlab and device.type == "cuda")
-                set_threads(fixed_threads, device)
-                seconds = timed(epoch, device)
-                if repeat:
-                    times[name].append(seconds)
-                print(f"  {f'repeat {repeat}' if repeat else 'warm-up'}: {name}: {seconds:.2f} s "
-                      f"({torch.get_num_threads()} threads)", flush=True)
+        for group in groups:
+            for repeat in range(args.repeats + 1):
+                for name in group:
+                    epoch, _, is_cnnlab, fixed_threads = pipelines[name]
+                    set_cudnn_benchmark(is_cnnlab and device.type == "cuda")
+                    set_threads(fixed_threads, device)
+                    seconds = timed(epoch, device)
+                    if repeat:
+                        times[name].append(seconds)
+                    print(f"  {f'repeat {repeat}' if repeat else 'warm-up'}: {name}: {seconds:.2f} s "
+                          f"({torch.get_num_threads()} threads)", flush=True)
 
     # 4) the table
     peaks = {amp: matmul_peak(device, dtype) for amp, dtype in AMP_PEAK_DTYPES.items()

@@ -6,8 +6,12 @@
 
 Each model trains at the zoo's CPU-practical size (benchmarks/zoo_learns.py picks it: input side
 and width; ``--size``/``--width`` override) on the embedded digits with its default recipe's
-batch size, optimiser and learning rate, two ways in this one process, interleaved after a
-warm-up (plain, cnnlab, plain, cnnlab ...):
+batch size, optimiser and learning rate, two ways, in a process of its own: first the plain
+loop (a warm-up pass, then the timed ones), then cnnlab's. Not interleaved, and not after another
+model: cnnlab's CPU epochs leave malloc's heap and settings (cnnlab.host_memory) kinder to
+whatever runs after them in the process -- the plain VGG-11 loop ran about 15 % faster after
+them, train_throughput.py's textbook pipeline 30 % -- so a baseline timed after them is not the
+baseline a tutorial's program sees.
 
 (a) plain: the loop a PyTorch tutorial writes -- fp32, contiguous tensors, the optimiser of the
     recipe's kind with PyTorch's default implementation, the recipe's loss (its label smoothing;
@@ -33,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 from dataclasses import replace
@@ -97,6 +103,22 @@ def measure(name: str, args, device: torch.device, data_dir: str) -> dict:
     images = ((images - torch.tensor(mean, device=device)[:, None, None])
               / torch.tensor(std, device=device)[:, None, None]).contiguous()
 
+    passes = [1]
+
+    def plain_loss(model, x, y):  # the run's loss (label smoothing, GoogLeNet's side heads), in fp32
+        return training_loss(model, x, y, Placement.choose(device, "off", False), config.label_smoothing)[0]
+
+    def plain():
+        torch.set_num_threads(TORCH_THREADS)
+        for _ in range(passes[0]):
+            plain_epoch(plain_model, plain_optimizer, images, dataset.train_labels, batch, steps, plain_loss)
+
+    plain()  # warm-up: kernels chosen, memory allocated, caches filled
+    # a timed pass: as many epochs of ``steps`` as the plain loop takes --seconds for (small models
+    # train an epoch of the digits in milliseconds)
+    passes[0] = max(1, round(args.seconds / timed(plain, device)))
+    seconds = {"plain": [timed(plain, device) for _ in range(args.repeats)]}
+
     # (b) cnnlab: as cnnlab.training.train sets up its loop (its speed trial included)
     world = World(device)
     placement, _ = choose_placement(config, world, model, dataset, (dataset.channels, side, side), mean, std,
@@ -110,30 +132,15 @@ def measure(name: str, args, device: torch.device, data_dir: str) -> dict:
                           scaler=torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),
                           placement=placement, dataset=dataset, train_images=transform.resized_once(dataset.train_images),
                           transform=transform, config=config, steps_per_epoch=steps, world=world)
-    epoch, passes = [0], [1]
-
-    def plain_loss(model, x, y):  # the run's loss (label smoothing, GoogLeNet's side heads), in fp32
-        return training_loss(model, x, y, Placement.choose(device, "off", False), config.label_smoothing)[0]
-
-    def plain():
-        torch.set_num_threads(TORCH_THREADS)
-        for _ in range(passes[0]):
-            plain_epoch(plain_model, plain_optimizer, images, dataset.train_labels, batch, steps, plain_loss)
+    epoch = [0]
 
     def cnnlab():  # its thread count fitted to the load as `cnnlab train` fits it, epoch by epoch
         for _ in range(passes[0]):
             epoch[0] += 1
             run_epoch(parts, epoch[0], PlainLines(quiet=True))
 
-    for side_run in (plain, cnnlab):  # warm-up: kernels chosen, memory allocated, caches filled
-        side_run()
-    # a timed pass: as many epochs of ``steps`` as the plain loop takes --seconds for (small models
-    # train an epoch of the digits in milliseconds)
-    passes[0] = max(1, round(args.seconds / timed(plain, device)))
-    seconds = {"plain": [], "cnnlab": []}
-    for _ in range(args.repeats):
-        seconds["plain"].append(timed(plain, device))
-        seconds["cnnlab"].append(timed(cnnlab, device))
+    cnnlab()  # warm-up
+    seconds["cnnlab"] = [timed(cnnlab, device) for _ in range(args.repeats)]
     torch.set_num_threads(TORCH_THREADS)
 
     flops = training_cost(plain_model, input_size=(dataset.channels, side, side), batch_size=batch,
@@ -147,6 +154,19 @@ def measure(name: str, args, device: torch.device, data_dir: str) -> dict:
                 ratio=round(rate["cnnlab"] / rate["plain"], 2),
                 plain_utilisation=round(flops * rate["plain"] / peak["off"], 4),
                 cnnlab_utilisation=round(flops * rate["cnnlab"] / peak[config.amp], 4))
+
+
+FORWARDED = ("size", "width", "macs", "steps", "seconds", "repeats", "device")  # to each model's process
+
+
+def measure_alone(name: str, args, data_dir: str) -> dict:
+    """``measure`` in a fresh process (the device peak cached in ``data_dir`` for the next)."""
+    options = [f"--{key}={getattr(args, key)}" for key in FORWARDED if getattr(args, key) is not None]
+    done = subprocess.run([sys.executable, __file__, "--one", name, "--data-dir", data_dir, *options],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{name}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def main() -> None:
@@ -163,8 +183,13 @@ def main() -> None:
     parser.add_argument("--background-load", type=int, default=0, metavar="N",
                         help="N busy processes for the whole measurement")
     parser.add_argument("--out", help="also write the table as CSV")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # measure this model here and print its row as JSON
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if args.one:
+        print(json.dumps(measure(args.one, args, device, args.data_dir)))
+        return
     names = [name for name in list_models() if any(name in list_models(pattern) for pattern in args.models)]
     if not names:
         raise SystemExit(f"no model matches {' '.join(args.models)} (see 'cnnlab models')")
@@ -175,7 +200,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as data_dir, background_load(args.background_load):
         for name in names:
-            row = measure(name, args, device, data_dir)
+            row = measure_alone(name, args, data_dir)
             rows.append(row)
             print(f"{name:<18} {row['input']:>5} {row['width']:>5g} {row['batch']:>5} {row['precision']:>4} "
                   f"{row['plain_images_per_second']:>10,.1f} {row['cnnlab_images_per_second']:>11,.1f} "

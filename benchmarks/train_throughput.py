@@ -166,8 +166,8 @@ def cnnlab_side(variant: str, args, base_model, dataset, device) -> CnnlabSide:
     parts = TrainingParts(forward=torch.compile(model) if config.compile else model,
                           optimizer=make_optimizer(config, model),
                           scaler=torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),
-                          placement=placement, dataset=dataset, train_images=transform.resized_once(dataset.train_images),
-                          transform=transform, config=config, steps_per_epoch=args.steps, world=World(placement.device))
+                          placement=placement, dataset=dataset, transform=transform, config=config,
+                          steps_per_epoch=args.steps, world=World(placement.device))
     return CnnlabSide(name, parts, threads=args.torch_threads if args.threads or "torch-threads" in words else None)
 
 

@@ -130,8 +130,8 @@ def measure(name: str, args, device: torch.device, data_dir: str) -> dict:
                                device=placement.device, memory_format=placement.memory_format)
     parts = TrainingParts(forward=model, optimizer=make_optimizer(config, model),
                           scaler=torch.amp.GradScaler(device.type, enabled=placement.amp == "fp16"),
-                          placement=placement, dataset=dataset, train_images=transform.resized_once(dataset.train_images),
-                          transform=transform, config=config, steps_per_epoch=steps, world=world)
+                          placement=placement, dataset=dataset, transform=transform, config=config,
+                          steps_per_epoch=steps, world=world)
     epoch = [0]
 
     def cnnlab():  # its thread count fitted to the load as `cnnlab train` fits it, epoch by epoch

@@ -25,6 +25,7 @@ stay on the device and are read once per progress refresh: no ``.item()`` per st
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import platform
 import signal
@@ -206,8 +207,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
 
     # 5) the loop: train, evaluate, record; Ctrl-C or SIGTERM discards only the epoch in progress
     parts = TrainingParts(forward=forward, optimizer=optimizer, scaler=scaler, placement=placement, dataset=dataset,
-                          train_images=transform.resized_once(dataset.train_images), transform=transform,
-                          config=config, steps_per_epoch=steps_per_epoch, world=world)
+                          transform=transform, config=config, steps_per_epoch=steps_per_epoch, world=world)
     reporter = make_reporter(progress if world.is_main else "none")
     reporter.start(describe_start(config, dataset, summary.totals.params, input_size, world, run, len(history)))
     if history and planned_before is not None and planned_before != config.epochs:
@@ -354,11 +354,16 @@ class TrainingParts:
     scaler: torch.amp.GradScaler
     placement: Placement
     dataset: ImageDataset
-    train_images: torch.Tensor  # the dataset's, or resized to the input size once (BatchTransform.resized_once)
     transform: BatchTransform
     config: TrainConfig
     steps_per_epoch: int
     world: distributed.World
+
+    @functools.cached_property
+    def train_images(self) -> torch.Tensor:
+        """The training images the epochs index: the data set's, or resized to the input size
+        once where that copy is small (BatchTransform.resized_once), before the first epoch."""
+        return self.transform.resized_once(self.dataset.train_images)
 
 
 def run_epoch(parts: TrainingParts, epoch: int, reporter) -> tuple[float, float, float, float]:

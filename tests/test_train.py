@@ -372,9 +372,8 @@ def test_a_training_step_never_waits_for_the_host():
     with HostTraffic() as traffic:
         parts = training.TrainingParts(forward=model, optimizer=training.make_optimizer(config, model),
                                        scaler=torch.amp.GradScaler("cpu", enabled=False),
-                                       placement=Placement(cpu, "bf16", True), dataset=dataset,
-                                       train_images=dataset.train_images, transform=transform, config=config,
-                                       steps_per_epoch=4, world=World(cpu))
+                                       placement=Placement(cpu, "bf16", True), dataset=dataset, transform=transform,
+                                       config=config, steps_per_epoch=4, world=World(cpu))
         training.run_epoch(parts, epoch=1, reporter=reporter)
     assert traffic.seen == []
 

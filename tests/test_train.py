@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 import signal
@@ -400,3 +401,76 @@ def test_the_fused_optimiser_makes_pytorchs_own_update(optimizer, momentum):
     for mine, theirs in zip(ours.parameters(), reference.parameters()):
         # Adam divides by sqrt(v) + eps: rounding differs in the last bits of a step of ~lr (0.05)
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+def channels_last_model_and_grads(seed: int = 0):
+    """LeNet-ReLU (5x5 convolutions: their weights are not contiguous in channels-last) in
+    channels-last, and a loss's gradients for it."""
+    torch.manual_seed(seed)
+    model = create_model("lenet_relu").to(memory_format=torch.channels_last)
+    assert any(not p.is_contiguous() for p in model.parameters())
+    return model
+
+
+def three_steps(model, optimizer, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        images = torch.randn(8, 1, 28, 28, generator=generator).to(memory_format=torch.channels_last)
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), torch.arange(8)).backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_fused_adam_on_channels_last_weights_is_pytorchs_fused_update_bit_for_bit(kind):
+    """make_optimizer's Adam/AdamW hand PyTorch's fused CPU kernel 1-D aliases of channels-last
+    weights (it would copy them): three steps end bit for bit where PyTorch's own fused optimiser
+    ends on the same model, and its state keeps the parameters' shapes and strides, so either
+    optimiser's state_dict loads into the other (checkpoints of earlier runs resume)."""
+    ours_model, theirs_model = channels_last_model_and_grads(), channels_last_model_and_grads()
+    config = TrainConfig(optimizer=kind, lr=0.05, weight_decay=0.01)
+    ours = training.make_optimizer(config, ours_model)
+    theirs = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[kind](theirs_model.parameters(), 0.05,
+                                                                        weight_decay=0.01, fused=True)
+    three_steps(ours_model, ours)
+    three_steps(theirs_model, theirs)
+    for mine, reference in zip(ours_model.parameters(), theirs_model.parameters()):
+        assert torch.equal(mine, reference) and mine.stride() == reference.stride()
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(ours.state[mine][key], theirs.state[reference][key])
+            assert ours.state[mine][key].shape == mine.shape and ours.state[mine][key].stride() == mine.stride()
+    saved_ours, saved_theirs = copy.deepcopy(ours.state_dict()), copy.deepcopy(theirs.state_dict())
+    theirs.load_state_dict(saved_ours)  # as a checkpoint of each resumes into the other
+    ours.load_state_dict(saved_theirs)
+    three_steps(ours_model, ours, seed=2)
+    three_steps(theirs_model, theirs, seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(ours_model.parameters(), theirs_model.parameters()))
+
+
+def test_fused_adamw_step_makes_no_copies_of_channels_last_weights():
+    """The point of the aliases: no copy in the optimiser's step (PyTorch's fused CPU kernel copies
+    each non-contiguous parameter, gradient and moment to contiguous memory and back)."""
+    model = channels_last_model_and_grads()
+    optimizer = training.make_optimizer(TrainConfig(optimizer="adamw", lr=0.05, weight_decay=0.01), model)
+    three_steps(model, optimizer)  # the moments exist
+    torch.nn.functional.cross_entropy(model(torch.randn(8, 1, 28, 28)), torch.arange(8)).backward()
+    with torch.profiler.profile(record_shapes=True) as profile:
+        optimizer.step()
+    copies = [(event.key, event.input_shapes) for event in profile.key_averages(group_by_input_shape=True)
+              if event.key in ("aten::copy_", "aten::clone") and event.input_shapes[0]]  # not the 0-d step counts
+    assert copies == []
+
+
+def test_fused_adamw_leaves_a_gradient_of_another_layout_to_pytorch():
+    """A gradient whose strides are not the weight's (here made contiguous by hand) gets PyTorch's
+    own copying path: the update is still PyTorch's, element for element."""
+    ours_model, theirs_model = channels_last_model_and_grads(), channels_last_model_and_grads()
+    ours = training.make_optimizer(TrainConfig(optimizer="adamw", lr=0.05, weight_decay=0.01), ours_model)
+    theirs = torch.optim.AdamW(theirs_model.parameters(), 0.05, weight_decay=0.01, fused=True)
+    images = torch.randn(8, 1, 28, 28)
+    for model, optimizer in ((ours_model, ours), (theirs_model, theirs)):
+        torch.nn.functional.cross_entropy(model(images), torch.arange(8)).backward()
+        for param in model.parameters():
+            param.grad = param.grad.contiguous()
+        optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours_model.parameters(), theirs_model.parameters()))

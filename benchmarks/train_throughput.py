@@ -68,7 +68,7 @@ from cnnlab.devices import Placement, resolve_device
 from cnnlab.distributed import World
 from cnnlab.models import create_model, model_spec
 from cnnlab.progress import PlainLines
-from cnnlab.training import TrainingParts, init_xavier, make_optimizer, run_epoch
+from cnnlab.training import TrainingParts, init_xavier, make_optimizer, placed_for_training, run_epoch
 
 FASHION_MNIST_TRAIN_IMAGES = 60_000
 AMP_PEAK_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -158,7 +158,7 @@ def cnnlab_side(variant: str, args, base_model, dataset, device) -> CnnlabSide:
     if "stream" in words:
         dataset = replace(dataset, train_images=StreamedImages(dataset.train_images.cpu(), device))
     placement = Placement.choose(device, config.amp, config.channels_last)  # as `cnnlab train` does
-    model = placement.place(copy.deepcopy(base_model))
+    model = placed_for_training(placement, copy.deepcopy(base_model))
     mean, std = dataset.channel_stats()
     transform = BatchTransform((args.size, args.size), mean, std, device=placement.device,
                                memory_format=placement.memory_format)

@@ -58,7 +58,8 @@ from cnnlab.distributed import World
 from cnnlab.models import create_model, default_recipe, list_models, model_spec
 from cnnlab.progress import PlainLines
 from cnnlab.summary import training_cost
-from cnnlab.training import TrainingParts, choose_placement, make_optimizer, run_epoch, training_loss
+from cnnlab.training import (TrainingParts, choose_placement, make_optimizer, placed_for_training, run_epoch,
+                             training_loss)
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from timing import write_rows  # noqa: E402  (sibling scripts)
@@ -136,7 +137,7 @@ def build_side(name: str, side: str, args, device: torch.device, data_dir: str) 
                                     data_dir)
     config = replace(config, amp=placement.amp, channels_last=placement.channels_last,
                      flip=dataset.flip_safe if config.flip is None else config.flip)
-    model = placement.place(model)
+    model = placed_for_training(placement, model)
     transform = BatchTransform((side_px, side_px), mean, std, crop_padding=config.crop_padding, flip=config.flip,
                                device=placement.device, memory_format=placement.memory_format)
     parts = TrainingParts(forward=model, optimizer=make_optimizer(config, model),

@@ -51,6 +51,7 @@ from cnnlab.errors import (DoesNotFit, InputSizeMismatch, InputTooSmall, PeerFai
 from cnnlab.models import (create_model, default_recipe, model_options, model_spec, rebuild_reference, recorded_model,
                            source_record)
 from cnnlab.models.blocks import AUX_LOSS_WEIGHT, AuxOutputs
+from cnnlab.padding_taps import skip_padding_taps
 from cnnlab.progress import make_reporter
 from cnnlab.runs import Checkpoint, Run, RunRecord, atomic_write_text, name_taken, run_exists
 from cnnlab.summary import summarize, to_csv, training_cost
@@ -165,7 +166,7 @@ def _train_locked(world, config: TrainConfig, progress: str, run: Run | None, ch
     config = replace(config, device=str(world.device), amp=placement.amp, channels_last=placement.channels_last,
                      data_dir=data_dir, resize=resize, epochs=epochs, warmup_epochs=warmup_epochs,
                      flip=dataset.flip_safe if config.flip is None else config.flip)
-    model = placement.place(model)
+    model = placed_for_training(placement, model)
     forward = world.wrap(model, config.sync_bn)  # under torchrun: DDP
     forward = torch.compile(forward) if config.compile else forward  # checkpoints save `model`
     transform = BatchTransform(input_size[1:], mean, std, crop_padding=config.crop_padding, flip=config.flip,
@@ -301,6 +302,12 @@ def init_kaiming(model: nn.Module) -> None:
 
 
 INITS = {"xavier": init_xavier, "kaiming": init_kaiming}
+
+
+def placed_for_training(placement: Placement, model: nn.Module) -> nn.Module:
+    """``model`` as training computes it: on the placement's device in its memory format, its
+    convolutions skipping the kernel taps that only ever read padding (cnnlab.padding_taps)."""
+    return skip_padding_taps(placement.place(model))
 
 
 class ChannelsLastAliases:
@@ -485,7 +492,7 @@ def choose_placement(config: TrainConfig, world, model: nn.Module, dataset, inpu
     images, labels = next(batches(dataset.train_images, dataset.train_labels, batch))
 
     def images_per_second(placement: Placement) -> float:
-        trial_model = placement.place(copy.deepcopy(model))
+        trial_model = placed_for_training(placement, copy.deepcopy(model))
         optimizer = make_optimizer(config, trial_model)
         scaler = torch.amp.GradScaler(placement.device.type, enabled=placement.amp == "fp16")
         x = BatchTransform(input_size[1:], mean, std, device=placement.device,

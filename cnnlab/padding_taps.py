@@ -14,22 +14,24 @@ this for training; a model loaded to evaluate, export or summarise is never swit
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-@functools.lru_cache(maxsize=4096)
 def used_taps(size: int, kernel: int, stride: int, padding: int, dilation: int) -> tuple[int, int, int] | None:
     """For one dimension of a convolution: the first and last tap that read the input (not
     padding) at some output position, and the padding that makes a convolution over just those
     taps read the same positions; None where every tap reads the input somewhere, or where no
     symmetrically padded convolution over fewer taps has the same output size."""
     outputs = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-    used = [tap for tap in range(kernel)
-            if any(0 <= position * stride - padding + tap * dilation < size for position in range(outputs))]
+
+    def reads_input(tap: int) -> bool:  # output position p reads input p * stride + offset
+        offset = tap * dilation - padding
+        first = max(0, -(offset // stride))  # the first position that reads at or after the input's start
+        return first < outputs and first * stride + offset < size
+
+    used = [tap for tap in range(kernel) if reads_input(tap)]
     if not used or (used[0] == 0 and used[-1] == kernel - 1):
         return None
     first, last = used[0], used[-1]

@@ -8,8 +8,9 @@ backward: those three layers' backward passes took 4.2 ms of ResNet-18's ~21 ms 
 over fewer taps: the weight's used slice, with the padding reduced by as much. The skipped
 terms are exact zeros, so only the order of floating-point additions can differ; the weight's
 gradient over the skipped taps is zero, as it was, and the parameters (their shapes, layouts
-and checkpoints) are the model's own. ``skip_padding_taps`` switches a model's convolutions to
-this for training; a model loaded to evaluate, export or summarise is never switched.
+and checkpoints) are the model's own. ``skip_padding_taps`` switches the convolutions of the
+model a run trains (its evaluation between epochs included); a model that `cnnlab eval`,
+`export`, `summary` or `show` loads is never switched.
 """
 
 from __future__ import annotations

@@ -315,9 +315,10 @@ class ChannelsLastAliases:
     non-contiguous tensor it updates to a contiguous one and back, so a channels-last
     convolution weight, its gradient and both moments were copied twice a step (ResNet-18 at
     width 1/2, 32 px, bf16 on two CPU cores: the optimiser's step 2.2-2.8 ms with the copies,
-    1.4 ms without; the training step ~22.3 ms against ~21.3 ms). The update is elementwise, so where the four tensors share the one channels-last
-    layout the kernel is given 1-D aliases of their memory: the same arithmetic on the same
-    elements, while the tensors themselves (and so checkpoints) keep their shapes and strides.
+    1.4 ms without; the training step ~22.3 ms against ~21.3 ms). The update is elementwise, so
+    where the four tensors share the one channels-last layout the kernel is given 1-D aliases of
+    their memory: the same arithmetic on the same elements, while the tensors themselves (and so
+    checkpoints) keep their shapes and strides.
     Anything that is not exactly what this expects (another PyTorch's argument order, amsgrad,
     another device) is left to PyTorch as it is."""
 

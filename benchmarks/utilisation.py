@@ -66,7 +66,6 @@ from timing import write_rows  # noqa: E402  (sibling scripts)
 from train_throughput import background_load, set_threads, timed  # noqa: E402
 from zoo_learns import practical_size  # noqa: E402
 
-TORCH_THREADS = torch.get_num_threads()  # torch's own count, before cnnlab fits it to the load
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 

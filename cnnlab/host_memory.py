@@ -4,13 +4,14 @@ glibc's malloc gives every allocation above its mmap threshold (at most 32 MiB, 
 adapts) pages of its own and hands them back to the system when the allocation is freed. A
 training step allocates the same large tensors as the step before -- gradients, activations,
 autocast's 16-bit weight copies -- so on the CPU each step paid a page fault for every 4 KiB of
-them, and the unmapping: VGG-11 at width 1/2, 32 px (68 M parameters, most in a classifier
-whose weight gradient alone is 205 MB) trained at 276 ms a step with glibc's settings and 142 ms
-with freed memory kept; ResNet-18 (width 1/2) 33 against 31 ms; LeNet-ReLU at batch 64 5.2
-against 3.4 ms in fp32 once, the same in bf16 (two cores, idle). ``freed_memory_kept`` serves every allocation from malloc's heap and never
-trims it while a CPU epoch runs; on leaving, glibc's settings for a program that has freed large
-blocks come back (the mmap threshold at its 32 MiB ceiling, the trim threshold twice that) and
-the kept memory is handed back (``return_freed_memory``). Elsewhere than glibc, nothing changes.
+them, and the unmapping: VGG-11 at width 1/2, 32 px (68 M parameters, most in a classifier whose
+weight gradient alone is 205 MB) trained at 276 ms a step with glibc's settings and 142 ms with
+freed memory kept; ResNet-18 (width 1/2) 33 against 31 ms; LeNet-ReLU at batch 64 5.2 against
+3.4 ms in fp32 once, the same in bf16 (two cores, idle). ``freed_memory_kept`` serves every
+allocation from malloc's heap and never trims it while a CPU epoch runs; on leaving, glibc's
+settings for a program that has freed large blocks come back (the mmap threshold at its 32 MiB
+ceiling, the trim threshold twice that) and the kept memory is handed back
+(``return_freed_memory``). Elsewhere than glibc, nothing changes.
 """
 
 from __future__ import annotations

@@ -318,9 +318,8 @@ class ChannelsLastAliases:
     1.4 ms without; the training step ~22.3 ms against ~21.3 ms). The update is elementwise, so
     where the four tensors share the one channels-last layout the kernel is given 1-D aliases of
     their memory: the same arithmetic on the same elements, while the tensors themselves (and so
-    checkpoints) keep their shapes and strides.
-    Anything that is not exactly what this expects (another PyTorch's argument order, amsgrad,
-    another device) is left to PyTorch as it is."""
+    checkpoints) keep their shapes and strides. Anything that is not exactly what this expects
+    (another PyTorch's argument order, amsgrad, another device) is left to PyTorch as it is."""
 
     def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, *rest):
         has_complex = super()._init_group(group, params, grads, exp_avgs, exp_avg_sqs, *rest)
